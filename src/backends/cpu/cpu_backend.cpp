@@ -1,0 +1,59 @@
+#include "backends/cpu/cpu_backend.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "backends/cpu/kernels.h"
+#include "core/error.h"
+
+namespace tandem {
+
+void* CpuBackend::alloc(size_t bytes) {
+  // 64-byte alignment: one AVX-512 vector, one cache line.
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  check(p != nullptr, "cpu backend: out of memory allocating ", bytes, " bytes");
+  return p;
+}
+void CpuBackend::free(void* handle) { std::free(handle); }
+void CpuBackend::upload(void* dst, size_t off, const void* src, size_t bytes) {
+  std::memcpy(static_cast<char*>(dst) + off, src, bytes);
+}
+void CpuBackend::download(void* dst, const void* src, size_t off, size_t bytes) {
+  std::memcpy(dst, static_cast<const char*>(src) + off, bytes);
+}
+void CpuBackend::copy(void* dst, size_t doff, const void* src, size_t soff, size_t bytes) {
+  std::memcpy(static_cast<char*>(dst) + doff, static_cast<const char*>(src) + soff, bytes);
+}
+void CpuBackend::zero(void* dst, size_t off, size_t bytes) { std::memset(static_cast<char*>(dst) + off, 0, bytes); }
+
+namespace {
+cpu::Kernel kernel_for(OpKind op) {
+  switch (op) {
+#define K(name) \
+  case OpKind::name: return cpu::name;
+    K(embedding) K(embedding_grad) K(matmul) K(add) K(mul) K(scale) K(sum_to) K(sum) K(broadcast)
+    K(layernorm) K(layernorm_grad_x) K(layernorm_grad_w) K(rmsnorm) K(rmsnorm_grad_x) K(rmsnorm_grad_w)
+    K(gelu) K(gelu_grad) K(silu) K(silu_grad) K(softmax) K(softmax_grad) K(attention) K(attention_grad)
+    K(cross_entropy) K(cross_entropy_grad)
+#undef K
+    default: return nullptr;
+  }
+}
+}  // namespace
+
+bool CpuBackend::supports(const Node& node) const {
+  // f32 compute only for now; bf16 kernels are a later addition.
+  return kernel_for(node.op) != nullptr && node.dtype == DType::f32;
+}
+
+void CpuBackend::execute(const Node& node, std::span<const Tensor> inputs, const Tensor& output) {
+  cpu::Kernel k = kernel_for(node.op);
+  check(k != nullptr, "cpu backend: no kernel for op ", op_name(node.op), " at node '", node.name, "'");
+  for (const Tensor& t : inputs)
+    check(t.is_contiguous(), "cpu backend: op ", op_name(node.op), " at node '", node.name,
+          "' got a non-contiguous input");
+  k(node, inputs, output);
+}
+
+}  // namespace tandem

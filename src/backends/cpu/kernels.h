@@ -1,0 +1,55 @@
+// CPU kernels: one function per op, grouped in files named like the op definitions
+// (ops/<family>.cpp <-> backends/cpu/<family>.cpp). Inputs and outputs are contiguous f32 (ids
+// i32) host memory. Every kernel overwrites its whole output. Reductions use a fixed order
+// independent of the thread count, so a run is bit-reproducible.
+#pragma once
+#include <span>
+
+#include "core/graph.h"
+#include "core/tensor.h"
+
+namespace tandem::cpu {
+
+inline float* f32(const Tensor& t) { return reinterpret_cast<float*>(static_cast<char*>(t.storage->handle) + t.offset); }
+inline const int32_t* i32(const Tensor& t) {
+  return reinterpret_cast<const int32_t*>(static_cast<char*>(t.storage->handle) + t.offset);
+}
+
+using Kernel = void (*)(const Node&, std::span<const Tensor>, const Tensor&);
+
+#define TANDEM_CPU_KERNEL(name) void name(const Node& node, std::span<const Tensor> in, const Tensor& out);
+TANDEM_CPU_KERNEL(embedding)
+TANDEM_CPU_KERNEL(embedding_grad)
+TANDEM_CPU_KERNEL(matmul)
+TANDEM_CPU_KERNEL(add)
+TANDEM_CPU_KERNEL(mul)
+TANDEM_CPU_KERNEL(scale)
+TANDEM_CPU_KERNEL(sum_to)
+TANDEM_CPU_KERNEL(sum)
+TANDEM_CPU_KERNEL(broadcast)
+TANDEM_CPU_KERNEL(layernorm)
+TANDEM_CPU_KERNEL(layernorm_grad_x)
+TANDEM_CPU_KERNEL(layernorm_grad_w)
+TANDEM_CPU_KERNEL(rmsnorm)
+TANDEM_CPU_KERNEL(rmsnorm_grad_x)
+TANDEM_CPU_KERNEL(rmsnorm_grad_w)
+TANDEM_CPU_KERNEL(gelu)
+TANDEM_CPU_KERNEL(gelu_grad)
+TANDEM_CPU_KERNEL(silu)
+TANDEM_CPU_KERNEL(silu_grad)
+TANDEM_CPU_KERNEL(softmax)
+TANDEM_CPU_KERNEL(softmax_grad)
+TANDEM_CPU_KERNEL(attention)
+TANDEM_CPU_KERNEL(attention_grad)
+TANDEM_CPU_KERNEL(cross_entropy)
+TANDEM_CPU_KERNEL(cross_entropy_grad)
+#undef TANDEM_CPU_KERNEL
+
+// Vectorised exp / tanh over a span (glibc's libmvec under AVX-512, scalar elsewhere).
+void exp_inplace(float* x, int64_t n);
+void tanh_inplace(float* x, int64_t n);
+
+// Work below this many elements runs on one thread: forking costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 14;
+
+}  // namespace tandem::cpu

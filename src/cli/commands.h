@@ -1,0 +1,14 @@
+// Each `tandem <verb>` lives in its own cmd_<verb>.cpp and registers itself here.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace tandem::cli {
+
+void register_prepare(CLI::App& app);
+void register_tokenize(CLI::App& app);
+void register_train(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_eval(CLI::App& app);
+void register_grad(CLI::App& app);
+
+}  // namespace tandem::cli

@@ -1,0 +1,28 @@
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tandem: train, qualify and serve DeepSeek-style language models on any backend"};
+  app.require_subcommand(1);
+  tandem::cli::register_prepare(app);
+  tandem::cli::register_tokenize(app);
+  tandem::cli::register_train(app);
+  tandem::cli::register_generate(app);
+  tandem::cli::register_eval(app);
+  tandem::cli::register_grad(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const tandem::Error& e) {
+    std::fprintf(stderr, "tandem: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tandem: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

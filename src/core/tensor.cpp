@@ -1,0 +1,84 @@
+#include "core/tensor.h"
+
+#include "core/backend.h"
+#include "core/error.h"
+
+namespace tandem {
+
+Storage::Storage(Backend* b, size_t n) : backend(b), bytes(n) { handle = b->alloc(n); }
+Storage::~Storage() {
+  if (handle) backend->free(handle);
+}
+
+Tensor Tensor::empty(Backend& backend, const Shape& shape, DType dtype) {
+  Tensor t;
+  t.shape = shape;
+  t.strides = contiguous_strides(shape);
+  t.dtype = dtype;
+  t.storage = std::make_shared<Storage>(&backend, std::max<size_t>(t.nbytes(), 1));
+  return t;
+}
+
+Tensor Tensor::zeros(Backend& backend, const Shape& shape, DType dtype) {
+  Tensor t = empty(backend, shape, dtype);
+  t.fill_zero();
+  return t;
+}
+
+Tensor Tensor::from_host(Backend& backend, const Shape& shape, std::span<const float> data) {
+  Tensor t = empty(backend, shape, DType::f32);
+  t.copy_from_host(data);
+  return t;
+}
+
+Tensor Tensor::from_host_i32(Backend& backend, const Shape& shape, std::span<const int32_t> data) {
+  Tensor t = empty(backend, shape, DType::i32);
+  t.copy_from_host_i32(data);
+  return t;
+}
+
+Tensor Tensor::reshaped(const Shape& new_shape) const {
+  check(is_contiguous(), "reshape of a non-contiguous tensor ", shape_str(shape));
+  check(tandem::numel(new_shape) == numel(), "cannot view ", shape_str(shape), " as ", shape_str(new_shape));
+  Tensor t = *this;
+  t.shape = new_shape;
+  t.strides = contiguous_strides(new_shape);
+  return t;
+}
+
+std::vector<float> Tensor::to_host() const {
+  check(dtype == DType::f32 && is_contiguous(), "to_host: needs a contiguous f32 tensor");
+  std::vector<float> out(static_cast<size_t>(numel()));
+  backend().download(out.data(), storage->handle, offset, nbytes());
+  return out;
+}
+
+std::vector<int32_t> Tensor::to_host_i32() const {
+  check(dtype == DType::i32 && is_contiguous(), "to_host_i32: needs a contiguous i32 tensor");
+  std::vector<int32_t> out(static_cast<size_t>(numel()));
+  backend().download(out.data(), storage->handle, offset, nbytes());
+  return out;
+}
+
+void Tensor::copy_from_host(std::span<const float> data) {
+  check(dtype == DType::f32 && static_cast<int64_t>(data.size()) == numel() && is_contiguous(),
+        "copy_from_host: ", data.size(), " floats into tensor ", shape_str(shape));
+  backend().upload(storage->handle, offset, data.data(), nbytes());
+}
+
+void Tensor::copy_from_host_i32(std::span<const int32_t> data) {
+  check(dtype == DType::i32 && static_cast<int64_t>(data.size()) == numel() && is_contiguous(),
+        "copy_from_host_i32: ", data.size(), " ints into tensor ", shape_str(shape));
+  backend().upload(storage->handle, offset, data.data(), nbytes());
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  check(&src.backend() == &backend() && src.shape == shape && src.dtype == dtype && is_contiguous() &&
+            src.is_contiguous(),
+        "copy_from: incompatible tensors ", shape_str(src.shape), " -> ", shape_str(shape));
+  backend().copy(storage->handle, offset, src.storage->handle, src.offset, nbytes());
+}
+
+void Tensor::fill_zero() { backend().zero(storage->handle, offset, nbytes()); }
+
+}  // namespace tandem

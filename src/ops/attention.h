@@ -1,0 +1,19 @@
+// Fused causal self-attention on a packed projection, shared by shape rule, reference and kernels.
+// qkv: [B, T, W] with W = H*d_qk (queries) + H*d_qk (keys) + H*d_v (values), head-major inside
+// each part (GPT-2's c_attn layout; MLA concatenates its parts into it). out: [B, T, H*d_v].
+// attention_grad(qkv, dout) returns d(qkv) in the same packed layout.
+#pragma once
+#include "core/graph.h"
+
+namespace tandem {
+
+struct AttentionDims {
+  int64_t B, T, H, dqk, dv, W;
+  int64_t q_off(int64_t h) const { return h * dqk; }
+  int64_t k_off(int64_t h) const { return H * dqk + h * dqk; }
+  int64_t v_off(int64_t h) const { return 2 * H * dqk + h * dv; }
+};
+
+AttentionDims attention_dims(const Node& node, const Shape& qkv);
+
+}  // namespace tandem

@@ -1,0 +1,78 @@
+// The op table, leaves and views, and the shape-check helpers every definition uses.
+#include "ops/op.h"
+
+namespace tandem {
+
+const char* op_name(OpKind op) {
+  switch (op) {
+#define TANDEM_NAME(name) \
+  case OpKind::name: return #name;
+    TANDEM_OPS(TANDEM_NAME)
+#undef TANDEM_NAME
+  }
+  return "?";
+}
+
+void expect_rank_at_least(const Node& n, const Node& in, size_t rank) {
+  check(in.shape.size() >= rank, "op ", op_name(n.op), " at node '", n.name, "': input '", in.name,
+        "' has shape ", shape_str(in.shape), ", needs rank >= ", rank);
+}
+
+void expect_same_shape(const Node& n, const Node& a, const Node& b) {
+  check(a.shape == b.shape, "op ", op_name(n.op), " at node '", n.name, "': inputs '", a.name, "' ",
+        shape_str(a.shape), " and '", b.name, "' ", shape_str(b.shape), " must have the same shape");
+}
+
+void expect_dtype(const Node& n, const Node& in, DType dt) {
+  check(in.dtype == dt, "op ", op_name(n.op), " at node '", n.name, "': input '", in.name, "' is ",
+        dtype_name(in.dtype), ", expected ", dtype_name(dt));
+}
+
+bool is_suffix(const Shape& small, const Shape& big) {
+  if (small.size() > big.size()) return false;
+  return std::equal(small.begin(), small.end(), big.end() - static_cast<long>(small.size()));
+}
+
+NodeId GradBuilder::like_input(NodeId id, int i, const std::string& what) {
+  if (g_.node(id).shape == input(i).shape) return id;
+  return add(OpKind::reshape, {id}, ShapeAttrs{input(i).shape}, what);
+}
+
+namespace {
+
+Shape leaf_shape(const Node& n, std::span<const Node* const>) { return n.shape; }
+
+Shape reshape_shape(const Node& n, std::span<const Node* const> in) {
+  const Shape& s = n.attr<ShapeAttrs>().shape;
+  check(numel(s) == in[0]->numel(), "reshape at node '", n.name, "': cannot view ",
+        shape_str(in[0]->shape), " as ", shape_str(s));
+  return s;
+}
+void reshape_ref(const Node&, std::span<const RefTensor* const> in, RefTensor& out) {
+  out.data = in[0]->data;
+}
+void reshape_bwd(GradBuilder& b) { b.to(0, b.like_input(b.grad_out(), 0, "reshape")); }
+
+}  // namespace
+
+extern const OpDef embedding_def, embedding_grad_def, matmul_def, add_def, mul_def, scale_def,
+    sum_to_def, sum_def, broadcast_def, layernorm_def, layernorm_grad_x_def, layernorm_grad_w_def, rmsnorm_def,
+    rmsnorm_grad_x_def, rmsnorm_grad_w_def, gelu_def, gelu_grad_def, silu_def, silu_grad_def,
+    softmax_def, softmax_grad_def, attention_def, attention_grad_def, cross_entropy_def,
+    cross_entropy_grad_def;
+
+static const OpDef input_def{"input", 0, leaf_shape, nullptr, nullptr};
+static const OpDef param_def{"param", 0, leaf_shape, nullptr, nullptr};
+static const OpDef reshape_def{"reshape", 1, reshape_shape, reshape_ref, reshape_bwd};
+
+const OpDef& op_def(OpKind op) {
+  switch (op) {
+#define TANDEM_DEF(name) \
+  case OpKind::name: return name##_def;
+    TANDEM_OPS(TANDEM_DEF)
+#undef TANDEM_DEF
+  }
+  throw Error("unknown op kind");
+}
+
+}  // namespace tandem
