@@ -18,6 +18,7 @@ namespace tandem {
   X(gelu) X(gelu_grad) X(silu) X(silu_grad)                                                 \
   X(softmax) X(softmax_grad)                                                                \
   X(attention) X(attention_grad)                      /* fused causal attention */          \
+  X(attention_cached)                                 /* decoding with a KV cache */        \
   X(cross_entropy) X(cross_entropy_grad)
 
 enum class OpKind : uint8_t {

@@ -58,7 +58,7 @@ void reshape_bwd(GradBuilder& b) { b.to(0, b.like_input(b.grad_out(), 0, "reshap
 extern const OpDef embedding_def, embedding_grad_def, matmul_def, add_def, mul_def, scale_def,
     sum_to_def, sum_def, broadcast_def, layernorm_def, layernorm_grad_x_def, layernorm_grad_w_def, rmsnorm_def,
     rmsnorm_grad_x_def, rmsnorm_grad_w_def, gelu_def, gelu_grad_def, silu_def, silu_grad_def,
-    softmax_def, softmax_grad_def, attention_def, attention_grad_def, cross_entropy_def,
+    softmax_def, softmax_grad_def, attention_def, attention_grad_def, attention_cached_def, cross_entropy_def,
     cross_entropy_grad_def;
 
 static const OpDef input_def{"input", 0, leaf_shape, nullptr, nullptr};

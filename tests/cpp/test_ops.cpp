@@ -98,7 +98,7 @@ void run_case(const OpCase& c) {
   }
   prog.run();
   for (const Node& n : g.nodes()) {
-    if (n.dtype != DType::f32) continue;
+    if (n.dtype != DType::f32 || n.op == OpKind::input || n.op == OpKind::param) continue;
     auto got = prog.get(n.id).to_host();
     const auto& want = ref[static_cast<size_t>(n.id)].data;
     double num = 0, den = 0;
@@ -156,6 +156,12 @@ std::vector<OpCase> cases() {
        }},
       {"attention_dv_differs", [](Graph& g) {
          return g.add(OpKind::attention, {p(g, "qkv", {1, 6, 3 * (2 * 4 + 2)})}, AttentionAttrs{3, 4, 2, 0.5f}, "out");
+       }},
+      {"attention_cached", [](Graph& g) {
+         return g.add(OpKind::attention_cached,
+                      {g.input("qkv", {1, 2, 2 * (2 * 3 + 2)}), g.input("cache", {1, 6, 2 * (3 + 2)}),
+                       g.input("cache_len@3", {1}, DType::i32)},
+                      AttentionAttrs{2, 3, 2, 0.6f}, "out");
        }},
       {"cross_entropy", [](Graph& g) {
          return g.add(OpKind::cross_entropy, {p(g, "logits", {2, 3, 13}), g.input("targets_ignore@13", {2, 3}, DType::i32)},

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends/cpu/kernels.h"
+#include "core/error.h"
 #include "ops/attention.h"
 
 namespace tandem::cpu {
@@ -91,6 +92,40 @@ void attention_grad(const Node& node, std::span<const Tensor> in, const Tensor& 
             axpy(gb + j * d.W + d.k_off(h), ds, qi, d.dqk);
             axpy(gb + j * d.W + d.v_off(h), pj, doi, d.dv);
           }
+        }
+      }
+  }
+}
+
+void attention_cached(const Node& node, std::span<const Tensor> in, const Tensor& out) {
+  const AttentionDims d = attention_dims(node, in[0].shape);
+  const float scale = node.attr<AttentionAttrs>().scale;
+  const float* qkv = f32(in[0]);
+  float* cache = f32(in[1]);  // state: written in place
+  const int64_t len = i32(in[2])[0], Tmax = in[1].shape[1], Wc = d.H * (d.dqk + d.dv);
+  float* o = f32(out);
+  check(len >= 0 && len + d.T <= Tmax, "attention_cached at node '", node.name, "': cache holds ", Tmax,
+        " positions, ", len + d.T, " needed");
+  // Append the new keys and values: cache row = [k (H*dqk) | v (H*dv)].
+  for (int64_t b = 0; b < d.B; ++b)
+    for (int64_t t = 0; t < d.T; ++t)
+      std::memcpy(cache + (b * Tmax + len + t) * Wc, qkv + (b * d.T + t) * d.W + d.H * d.dqk,
+                  static_cast<size_t>(Wc) * sizeof(float));
+#pragma omp parallel
+  {
+    std::vector<float> p(static_cast<size_t>(len + d.T));
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t b = 0; b < d.B; ++b)
+      for (int64_t h = 0; h < d.H; ++h) {
+        const float* cb = cache + b * Tmax * Wc;
+        for (int64_t i = 0; i < d.T; ++i) {
+          const float* q = qkv + (b * d.T + i) * d.W + d.q_off(h);
+          const int64_t n = len + i + 1;
+          for (int64_t j = 0; j < n; ++j) p[static_cast<size_t>(j)] = scale * dot(q, cb + j * Wc + h * d.dqk, d.dqk);
+          softmax_row(p.data(), p.data(), n);
+          float* orow = o + (b * d.T + i) * d.H * d.dv + h * d.dv;
+          std::fill(orow, orow + d.dv, 0.0f);
+          for (int64_t j = 0; j < n; ++j) axpy(orow, p[static_cast<size_t>(j)], cb + j * Wc + d.H * d.dqk + h * d.dv, d.dv);
         }
       }
   }

@@ -34,7 +34,7 @@ cpu::Kernel kernel_for(OpKind op) {
   case OpKind::name: return cpu::name;
     K(embedding) K(embedding_grad) K(matmul) K(add) K(mul) K(scale) K(sum_to) K(sum) K(broadcast)
     K(layernorm) K(layernorm_grad_x) K(layernorm_grad_w) K(rmsnorm) K(rmsnorm_grad_x) K(rmsnorm_grad_w)
-    K(gelu) K(gelu_grad) K(silu) K(silu_grad) K(softmax) K(softmax_grad) K(attention) K(attention_grad)
+    K(gelu) K(gelu_grad) K(silu) K(silu_grad) K(softmax) K(softmax_grad) K(attention) K(attention_grad) K(attention_cached)
     K(cross_entropy) K(cross_entropy_grad)
 #undef K
     default: return nullptr;

@@ -41,6 +41,7 @@ TANDEM_CPU_KERNEL(softmax)
 TANDEM_CPU_KERNEL(softmax_grad)
 TANDEM_CPU_KERNEL(attention)
 TANDEM_CPU_KERNEL(attention_grad)
+TANDEM_CPU_KERNEL(attention_cached)
 TANDEM_CPU_KERNEL(cross_entropy)
 TANDEM_CPU_KERNEL(cross_entropy_grad)
 #undef TANDEM_CPU_KERNEL

@@ -1,0 +1,59 @@
+// A language model architecture: its HF config, its parameters (HF names) and how it builds its
+// graph. Every architecture (GPT-2 now, DeepSeek-V3 next) implements this interface; training,
+// generation, evaluation and checkpoints only talk to it.
+#pragma once
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/graph.h"
+
+namespace tandem {
+
+struct ParamSpec {
+  enum class Init { normal, zeros, ones };
+  std::string name;  // the HF state-dict name
+  Shape shape;
+  Init init = Init::normal;
+  float std = 0.02f;  // for Init::normal
+  bool decay = true;  // AdamW weight decay applies (matrices and embeddings, not norms or biases)
+};
+
+enum class GraphMode {
+  train,   // input_ids, labels -> loss (logits kept as an intermediate)
+  logits,  // input_ids -> logits
+  decode,  // input_ids at position_ids, with per-layer KV caches and cache_len -> logits
+};
+
+struct ModelNodes {
+  NodeId input_ids = -1, position_ids = -1, labels = -1, logits = -1, loss = -1, cache_len = -1;
+  std::map<std::string, NodeId> params;  // by HF name
+  std::vector<NodeId> kv_caches;         // decode mode: one per layer
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual std::string type() const = 0;  // HF model_type
+  virtual nlohmann::json hf_config() const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t context_length() const = 0;
+  virtual std::vector<ParamSpec> param_specs() const = 0;
+  // Builds the graph for a batch of B sequences of T tokens.
+  virtual ModelNodes build(Graph& g, int64_t B, int64_t T, GraphMode mode) const = 0;
+  // Shape of one layer's KV cache for B sequences (decode mode).
+  virtual Shape kv_cache_shape(int64_t B) const = 0;
+  // Maps a tensor name found in a checkpoint to our parameter name; "" means "ignore it"
+  // (buffers such as GPT-2's attn.bias mask, or a tied lm_head).
+  virtual std::string canonical_name(const std::string& name) const { return name; }
+  // Training FLOPs per token (forward + backward) at sequence length T, for throughput reports.
+  virtual double train_flops_per_token(int64_t T) const = 0;
+};
+
+// Builds the model described by an HF config.json object; errors name `where` and the field.
+std::unique_ptr<Model> model_from_hf_config(const nlohmann::json& config, const std::string& where);
+
+}  // namespace tandem

@@ -1,0 +1,29 @@
+// Training configuration: one flat JSON object holding the model's HF config fields and the
+// training recipe. Presets by name (baby-gpt, gpt2-124m) or a JSON file; `--set key=value`
+// overrides. Unknown keys are errors.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace tandem {
+
+struct TrainConfig {
+  nlohmann::json model;  // HF config fields, model_type included
+  int64_t batch_size = 12, block_size = 64, max_steps = 2000, warmup_steps = 100, lr_decay_steps = 2000;
+  int64_t grad_accum = 1, eval_interval = 250, eval_steps = 20;
+  double learning_rate = 1e-3, min_lr = 1e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.99, adam_eps = 1e-8;
+  double grad_clip = 1.0;
+
+  // `source`: a preset name or a JSON file path; `sets`: "key=value" overrides (value is JSON if it
+  // parses as JSON, else a string).
+  static TrainConfig load(const std::string& source, const std::vector<std::string>& sets);
+  static TrainConfig from_json(const nlohmann::json& j, const std::string& where);
+  nlohmann::json to_json() const;  // flat, as accepted by from_json
+  static std::vector<std::string> preset_names();
+};
+
+// nanoGPT's schedule for iteration `it` (0-based): linear warmup, cosine decay to min_lr, then flat.
+double learning_rate_at(const TrainConfig& c, int64_t it);
+
+}  // namespace tandem
