@@ -15,8 +15,15 @@ int main(int argc, char** argv) {
   tandem::cli::register_grad(app);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line, like every other error: what is wrong, and where to look.
+    std::fprintf(stderr, "tandem: error: %s (see tandem%s --help)\n", e.what(),
+                 app.get_subcommands().empty() ? "" : (" " + app.get_subcommands()[0]->get_name()).c_str());
+    return e.get_exit_code() ? e.get_exit_code() : 2;
   } catch (const tandem::Error& e) {
     std::fprintf(stderr, "tandem: error: %s\n", e.what());
     return 1;

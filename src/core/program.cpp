@@ -1,6 +1,10 @@
 #include "core/program.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
 
 #include "core/error.h"
 #include "ops/op.h"
@@ -9,6 +13,31 @@ namespace tandem {
 
 namespace {
 constexpr size_t kAlign = 64;
+
+// TANDEM_PROFILE=1: time per op kind (and matmul shape), printed to stderr at exit.
+struct OpProfile {
+  std::map<std::string, std::pair<double, int64_t>> by_key;
+  void add(const Node& n, double s) {
+    std::string key = op_name(n.op);
+    if (n.op == OpKind::matmul) key += " " + shape_str(n.shape);
+    auto& e = by_key[key];
+    e.first += s;
+    e.second += 1;
+  }
+  ~OpProfile() {
+    std::vector<std::pair<double, std::string>> rows;
+    double total = 0;
+    for (auto& [k, v] : by_key) {
+      rows.emplace_back(v.first, k);
+      total += v.first;
+    }
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr, "op profile (%.3f s total):\n", total);
+    for (auto& [t, k] : rows)
+      std::fprintf(stderr, "  %8.3f s %5.1f%%  %6lld calls  %s\n", t, 100 * t / total,
+                   static_cast<long long>(by_key[k].second), k.c_str());
+  }
+};
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
@@ -111,11 +140,20 @@ void Program::run() {
       tensors_[i] = tensors_[static_cast<size_t>(nd.inputs[0])].reshaped(nd.shape);
   }
   std::vector<Tensor> ins;
+  static std::unique_ptr<OpProfile> profile_owner(std::getenv("TANDEM_PROFILE") ? new OpProfile : nullptr);
+  OpProfile* profile = profile_owner.get();
   for (NodeId id : schedule_) {
     const Node& nd = graph_.node(id);
     ins.clear();
     for (NodeId in : nd.inputs) ins.push_back(tensors_[static_cast<size_t>(in)]);
+    if (!profile) {
+      backend_.execute(nd, ins, tensors_[static_cast<size_t>(id)]);
+      continue;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
     backend_.execute(nd, ins, tensors_[static_cast<size_t>(id)]);
+    backend_.sync();
+    profile->add(nd, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
 }
 

@@ -94,9 +94,10 @@ void train(const TrainOptions& opts) {
   if (resume_from) {
     state = read_trainer_state(*resume_from);
     const TrainConfig saved = TrainConfig::from_json(state.train_config, (*resume_from / "trainer_state.json").string());
-    for (const auto& [k, v] : cfg.to_json().items())
-      check(saved.to_json().value(k, nlohmann::json()) == v, "--resume: config key '", k, "' is ", v.dump(),
-            " but the run in ", opts.out_dir.string(), " was trained with ", saved.to_json().value(k, nlohmann::json()).dump());
+    const nlohmann::json now = cfg.to_json(), before = saved.to_json();
+    for (const auto& [k, v] : now.items())
+      check(before.value(k, nlohmann::json()) == v, "--resume: config key '", k, "' is ", v.dump(), " but the run in ",
+            opts.out_dir.string(), " was trained with ", before.value(k, nlohmann::json()).dump());
   }
   state.train_config = cfg.to_json();
 
