@@ -7,7 +7,17 @@
 #include "backends/cpu/kernels.h"
 #include "core/error.h"
 
+#include <omp.h>
+#include <xmmintrin.h>
+
 namespace tandem {
+
+CpuBackend::CpuBackend() {
+  // Flush denormals to zero (FTZ + DAZ) on every worker thread: optimizer moments decay into the
+  // denormal range, where x86 arithmetic is ~100x slower. Values below 1e-38 carry no signal here.
+#pragma omp parallel
+  _mm_setcsr(_mm_getcsr() | 0x8040);
+}
 
 void* CpuBackend::alloc(size_t bytes) {
   // 64-byte alignment: one AVX-512 vector, one cache line.

@@ -6,6 +6,7 @@ namespace tandem {
 // The reference backend: host memory, OpenMP + AVX-512 kernels, OpenBLAS for GEMMs.
 class CpuBackend final : public Backend {
  public:
+  CpuBackend();
   std::string name() const override { return "cpu"; }
   void* alloc(size_t bytes) override;
   void free(void* handle) override;

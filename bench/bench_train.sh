@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Training throughput: tandem vs the PyTorch reference (reference/torch_gpt.py), in one run,
+# sequentially on the same data dir and machine. See bench/README.md.
+#
+#   bench/bench_train.sh [--steps N] [--big-steps M] [--big-skip K] [--skip-baby] [--skip-big]
+#                        [--out DIR]
+#
+#   --steps N      baby-gpt steps (default 2000 = the full recipe)
+#   --big-steps M  gpt2-124m steps at batch 4 x block 64 (default 6); the first --big-skip K
+#                  (default 2) are excluded from the timing as warmup
+#   --out DIR      where data, runs and logs go (default runs/bench-<timestamp>)
+# Environment: TANDEM_BIN (default build/tandem), PYTHON (default .venv/bin/python),
+#   THREADS (torch threads, default 2), SGEMM_PEAK_GFLOPS (reference figure, default 390).
+# Both sides run under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TANDEM="${TANDEM_BIN:-$ROOT/build/tandem}"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+THREADS="${THREADS:-2}"
+export SGEMM_PEAK_GFLOPS="${SGEMM_PEAK_GFLOPS:-390}"
+STEPS=2000
+BIG_STEPS=6
+BIG_SKIP=2
+BABY_SKIP=10
+DO_BABY=1
+DO_BIG=1
+OUT=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --steps) STEPS="$2"; shift 2;;
+    --big-steps) BIG_STEPS="$2"; shift 2;;
+    --big-skip) BIG_SKIP="$2"; shift 2;;
+    --skip-baby) DO_BABY=0; shift;;
+    --skip-big) DO_BIG=0; shift;;
+    --out) OUT="$2"; shift 2;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0;;
+    *) echo "bench_train.sh: unknown argument $1" >&2; exit 2;;
+  esac
+done
+OUT="${OUT:-$ROOT/runs/bench-$(date +%Y%m%d-%H%M%S)}"
+[[ -x "$TANDEM" ]] || { echo "bench_train.sh: tandem binary not found at $TANDEM (build it or set TANDEM_BIN)" >&2; exit 1; }
+[[ -x "$PY" ]] || { echo "bench_train.sh: $PY missing: run scripts/python-env.sh (or set PYTHON)" >&2; exit 1; }
+(( BABY_SKIP < STEPS )) || BABY_SKIP=$(( STEPS / 10 ))
+(( BIG_SKIP < BIG_STEPS )) || { echo "bench_train.sh: --big-skip must be < --big-steps" >&2; exit 2; }
+
+mkdir -p "$OUT"
+CLEAN=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+say() { printf '[bench] %s\n' "$*"; }
+timed() {  # timed LOG cmd... : run, log stdout+stderr, print wall seconds to LOG.wall
+  local log="$1"; shift
+  local t0=$EPOCHREALTIME
+  if ! "$@" > "$log" 2>&1; then
+    echo "bench_train.sh: command failed (log $log):" >&2; tail -20 "$log" >&2; exit 1
+  fi
+  awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", b - a }' > "$log.wall"
+}
+
+say "output: $OUT"
+say "tandem: $TANDEM"
+say "torch:  $("$PY" -c 'import torch; print(torch.__version__)') ($THREADS threads)"
+say "preparing char data from data/tinyshakespeare.txt"
+timed "$OUT/prepare.log" "${CLEAN[@]}" "$TANDEM" prepare --input data/tinyshakespeare.txt \
+  --tokenizer char --out "$OUT/data"
+
+if [[ $DO_BABY -eq 1 ]]; then
+  say "baby-gpt, $STEPS steps: tandem"
+  timed "$OUT/tandem-baby.log" "${CLEAN[@]}" "$TANDEM" train --config baby-gpt --data "$OUT/data" \
+    --out "$OUT/tandem-baby" --steps "$STEPS" --seed 1337
+  say "baby-gpt, $STEPS steps: torch"
+  timed "$OUT/torch-baby.log" "${CLEAN[@]}" "$PY" reference/torch_gpt.py train --config baby-gpt \
+    --data "$OUT/data" --steps "$STEPS" --seed 1337 --threads "$THREADS" \
+    --skip-steps "$BABY_SKIP" --metrics "$OUT/torch-baby.jsonl" --quiet
+fi
+
+if [[ $DO_BIG -eq 1 ]]; then
+  BIG_SET=(--set vocab_size=50257 --set batch_size=4 --set block_size=64
+           --set eval_interval=100000 --set eval_steps=1)
+  say "gpt2-124m (vocab 50257), batch 4 x 64, $BIG_STEPS steps: tandem"
+  timed "$OUT/tandem-big.log" "${CLEAN[@]}" "$TANDEM" train --config gpt2-124m --data "$OUT/data" \
+    --out "$OUT/tandem-big" --steps "$BIG_STEPS" --seed 1337 "${BIG_SET[@]}"
+  say "gpt2-124m (vocab 50257), batch 4 x 64, $BIG_STEPS steps: torch"
+  timed "$OUT/torch-big.log" "${CLEAN[@]}" "$PY" reference/torch_gpt.py train --config gpt2-124m \
+    --data "$OUT/data" --steps "$BIG_STEPS" --seed 1337 --threads "$THREADS" \
+    --skip-steps "$BIG_SKIP" --metrics "$OUT/torch-big.jsonl" --quiet "${BIG_SET[@]}"
+fi
+
+"$PY" - "$OUT" "$DO_BABY" "$BABY_SKIP" "$DO_BIG" "$BIG_SKIP" <<'PYEOF'
+import json, os, sys
+sys.path.insert(0, "reference")
+from torch_gpt import load_config
+
+out, do_baby, baby_skip, do_big, big_skip = sys.argv[1], *map(int, sys.argv[2:])
+peak = float(os.environ["SGEMM_PEAK_GFLOPS"])
+
+
+def records(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def throughput(recs, skip):
+    """tokens/s over the timed steps = harmonic mean of per-step tokens/s (constant step size)."""
+    steps = [r for r in recs if "tokens_per_s" in r and r.get("step", 0) > skip]
+    if not steps:
+        return None, None
+    tps = len(steps) / sum(1.0 / r["tokens_per_s"] for r in steps)
+    med = sorted(r["tokens_per_s"] for r in steps)[len(steps) // 2]
+    return tps, med
+
+
+def last_val(recs):
+    vals = [r["val_loss"] for r in recs if r.get("val_loss") is not None]
+    return vals[-1] if vals else None
+
+
+def summary(log):
+    for line in reversed(open(log).read().splitlines()):
+        if line.startswith('{"summary"'):
+            return json.loads(line)["summary"]
+    raise SystemExit(f"no summary line in {log}")
+
+
+def flops_per_token(cfg):
+    """6 * (matmul params incl. the tied lm_head) + attention 12 * L * C * T (fwd+bwd,
+    QK^T and AV, counted without the causal halving)."""
+    L, C, V, T = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"], cfg["block_size"]
+    return 6 * (12 * L * C * C + V * C) + 12 * L * C * T
+
+
+def fmt(x, spec=".1f"):
+    return "n/a" if x is None else format(x, spec)
+
+
+def section(name, preset, sets, tag, skip):
+    cfg = load_config(preset, sets)
+    if "vocab_size" not in cfg:
+        with open(os.path.join(out, "data", "tokenizer.json")) as f:
+            tj = json.load(f)
+        cfg["vocab_size"] = len(tj["model"]["vocab"]) + len(tj.get("added_tokens") or [])
+    t_recs = records(os.path.join(out, f"tandem-{tag}", "metrics.jsonl"))
+    p_recs = records(os.path.join(out, f"torch-{tag}.jsonl"))
+    t_tps, t_med = throughput(t_recs, skip)
+    p_tps, p_med = throughput(p_recs, skip)
+    p_sum = summary(os.path.join(out, f"torch-{tag}.log"))
+    tokens_per_step = cfg["batch_size"] * cfg["block_size"] * cfg.get("grad_accum", 1)
+    fpt = flops_per_token(cfg)
+    rows = []
+    for side, tps, med, val, wall in (
+            ("tandem", t_tps, t_med, last_val(t_recs), open(os.path.join(out, f"tandem-{tag}.log.wall")).read()),
+            ("torch", p_tps, p_med, p_sum.get("val_loss"), open(os.path.join(out, f"torch-{tag}.log.wall")).read())):
+        gflops = tps * fpt / 1e9 if tps else None
+        rows.append((side, tps, tokens_per_step / tps if tps else None, gflops, val, float(wall), med))
+    print(f"\n== {name}: batch {cfg['batch_size']} x block {cfg['block_size']}, vocab {cfg['vocab_size']}, "
+          f"steps timed after the first {skip} ==")
+    print(f"FLOPs/token = 6*(12*L*C^2 + V*C) + 12*L*C*T = {fpt / 1e6:.1f} MFLOP "
+          f"(sgemm reference figure: {peak:.0f} GFLOP/s)")
+    print(f"{'side':8} {'tokens/s':>10} {'median':>10} {'s/step':>9} {'GFLOP/s':>8} {'%sgemm':>7} "
+          f"{'val loss':>9} {'wall s':>8}")
+    for side, tps, sps, gf, val, wall, med in rows:
+        print(f"{side:8} {fmt(tps):>10} {fmt(med):>10} {fmt(sps, '.3f'):>9} {fmt(gf):>8} "
+              f"{fmt(gf and 100 * gf / peak):>7} {fmt(val, '.4f'):>9} {wall:>8.1f}")
+    if rows[0][1] and rows[1][1]:
+        print(f"ratio tandem/torch (tokens/s): {rows[0][1] / rows[1][1]:.2f}x aggregate, "
+              f"{rows[0][6] / rows[1][6]:.2f}x median step")
+
+
+if do_baby:
+    section("baby-gpt", "baby-gpt", [], "baby", baby_skip)
+if do_big:
+    section("gpt2-124m", "gpt2-124m", ["vocab_size=50257", "batch_size=4", "block_size=64"],
+            "big", big_skip)
+PYEOF
+say "logs and metrics in $OUT"
