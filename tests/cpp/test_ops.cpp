@@ -157,6 +157,9 @@ std::vector<OpCase> cases() {
       {"attention_dv_differs", [](Graph& g) {
          return g.add(OpKind::attention, {p(g, "qkv", {1, 6, 3 * (2 * 4 + 2)})}, AttentionAttrs{3, 4, 2, 0.5f}, "out");
        }},
+      {"attention_two_query_blocks", [](Graph& g) {
+         return g.add(OpKind::attention, {p(g, "qkv", {1, 70, 2 * (2 * 4 + 4)})}, AttentionAttrs{2, 4, 4, 0.5f}, "out");
+       }},
       {"attention_cached", [](Graph& g) {
          return g.add(OpKind::attention_cached,
                       {g.input("qkv", {1, 2, 2 * (2 * 3 + 2)}), g.input("cache", {1, 6, 2 * (3 + 2)}),

@@ -1,6 +1,5 @@
-// Fused causal attention, one (batch, head) pair per task, one query row at a time: the T x T
-// score matrix is never materialised (a row of T scores is the only scratch). The backward pass
-// recomputes each row's probabilities instead of storing them.
+// Fused causal attention, one (batch, head) pair per task. The backward pass recomputes the
+// probabilities instead of storing them.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -26,11 +25,24 @@ inline void axpy(float* y, float a, const float* x, int64_t n) {
   for (int64_t c = 0; c < n; ++c) y[c] += a * x[c];
 }
 
-// Row i's probabilities over keys 0..i into p[0..i].
-inline void row_probs(const AttentionDims& d, float scale, const float* base, int64_t h, int64_t i, float* p) {
-  const float* q = base + i * d.W + d.q_off(h);
-  for (int64_t j = 0; j <= i; ++j) p[j] = scale * dot(q, base + j * d.W + d.k_off(h), d.dqk);
-  softmax_row(p, p, i + 1);
+}  // namespace
+
+// Blocks of kQueryBlock query rows: S = scale Q K^T over the keys the block can see, masked and
+// softmaxed in place, then O = P V. GEMMs read q, k and v straight out of the packed qkv rows
+// (leading dimension W): no gathers. Scratch is kQueryBlock x T per thread, never T x T.
+constexpr int64_t kQueryBlock = 64;
+
+namespace {
+// P[r, 0..kend) for query rows i0..i0+rows: causal mask, row softmax, zeros past the diagonal.
+void block_probs(const AttentionDims& d, float scale, const float* base, int64_t h, int64_t i0, int64_t rows,
+                 int64_t kend, float* P) {
+  gemm(false, true, rows, kend, d.dqk, scale, base + i0 * d.W + d.q_off(h), d.W, base + d.k_off(h), d.W, 0.0f, P, kend);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = P + r * kend;
+    const int64_t n = i0 + r + 1;
+    softmax_row(row, row, n);
+    std::fill(row + n, row + kend, 0.0f);
+  }
 }
 }  // namespace
 
@@ -39,59 +51,65 @@ void attention(const Node& node, std::span<const Tensor> in, const Tensor& out) 
   const float scale = node.attr<AttentionAttrs>().scale;
   const float* qkv = f32(in[0]);
   float* o = f32(out);
+  const int64_t Wo = d.H * d.dv;
 #pragma omp parallel
   {
-    std::vector<float> p(static_cast<size_t>(d.T));
+    std::vector<float> P(static_cast<size_t>(std::min(d.T, kQueryBlock) * d.T));
 #pragma omp for schedule(static) collapse(2)
     for (int64_t b = 0; b < d.B; ++b)
       for (int64_t h = 0; h < d.H; ++h) {
         const float* base = qkv + b * d.T * d.W;
-        for (int64_t i = 0; i < d.T; ++i) {
-          row_probs(d, scale, base, h, i, p.data());
-          float* orow = o + (b * d.T + i) * d.H * d.dv + h * d.dv;
-          std::fill(orow, orow + d.dv, 0.0f);
-          for (int64_t j = 0; j <= i; ++j) axpy(orow, p[static_cast<size_t>(j)], base + j * d.W + d.v_off(h), d.dv);
+        for (int64_t i0 = 0; i0 < d.T; i0 += kQueryBlock) {
+          const int64_t rows = std::min(kQueryBlock, d.T - i0), kend = i0 + rows;
+          block_probs(d, scale, base, h, i0, rows, kend, P.data());
+          gemm(false, false, rows, d.dv, kend, 1.0f, P.data(), kend, base + d.v_off(h), d.W, 0.0f,
+               o + (b * d.T + i0) * Wo + h * d.dv, Wo);
         }
       }
   }
 }
 
+// Per query block, with P recomputed: dP = dO V^T, dS = P (dP - rowsum(P dP)) scale,
+// dQ = dS K, dK += dS^T Q, dV += P^T dO.
 void attention_grad(const Node& node, std::span<const Tensor> in, const Tensor& out) {
   const AttentionDims d = attention_dims(node, in[0].shape);
   const float scale = node.attr<AttentionAttrs>().scale;
   const float* qkv = f32(in[0]);
   const float* dO = f32(in[1]);
   float* g = f32(out);
+  const int64_t Wo = d.H * d.dv;
 #pragma omp parallel
   {
-    std::vector<float> p(static_cast<size_t>(d.T)), dp(static_cast<size_t>(d.T));
+    const size_t scratch = static_cast<size_t>(std::min(d.T, kQueryBlock) * d.T);
+    std::vector<float> P(scratch), dP(scratch);
 #pragma omp for schedule(static) collapse(2)
     for (int64_t b = 0; b < d.B; ++b)
       for (int64_t h = 0; h < d.H; ++h) {
         const float* base = qkv + b * d.T * d.W;
         float* gb = g + b * d.T * d.W;
-        for (int64_t t = 0; t < d.T; ++t) {  // this task owns head h's q, k and v columns of batch b
-          std::fill(gb + t * d.W + d.q_off(h), gb + t * d.W + d.q_off(h) + d.dqk, 0.0f);
-          std::fill(gb + t * d.W + d.k_off(h), gb + t * d.W + d.k_off(h) + d.dqk, 0.0f);
-          std::fill(gb + t * d.W + d.v_off(h), gb + t * d.W + d.v_off(h) + d.dv, 0.0f);
+        const float* dob = dO + b * d.T * Wo + h * d.dv;
+        for (int64_t t = 0; t < d.T; ++t) {  // dK and dV accumulate over query blocks
+          std::fill_n(gb + t * d.W + d.k_off(h), d.dqk, 0.0f);
+          std::fill_n(gb + t * d.W + d.v_off(h), d.dv, 0.0f);
         }
-        for (int64_t i = 0; i < d.T; ++i) {
-          row_probs(d, scale, base, h, i, p.data());
-          const float* doi = dO + (b * d.T + i) * d.H * d.dv + h * d.dv;
-          float rowdot = 0;
-          for (int64_t j = 0; j <= i; ++j) {
-            dp[static_cast<size_t>(j)] = dot(doi, base + j * d.W + d.v_off(h), d.dv);
-            rowdot += p[static_cast<size_t>(j)] * dp[static_cast<size_t>(j)];
+        for (int64_t i0 = 0; i0 < d.T; i0 += kQueryBlock) {
+          const int64_t rows = std::min(kQueryBlock, d.T - i0), kend = i0 + rows;
+          block_probs(d, scale, base, h, i0, rows, kend, P.data());
+          gemm(false, true, rows, kend, d.dv, 1.0f, dob + i0 * Wo, Wo, base + d.v_off(h), d.W, 0.0f, dP.data(), kend);
+          for (int64_t r = 0; r < rows; ++r) {
+            float* pr = P.data() + r * kend;
+            float* dpr = dP.data() + r * kend;
+            float rowdot = 0;
+#pragma omp simd reduction(+ : rowdot)
+            for (int64_t j = 0; j < kend; ++j) rowdot += pr[j] * dpr[j];
+#pragma omp simd
+            for (int64_t j = 0; j < kend; ++j) dpr[j] = pr[j] * (dpr[j] - rowdot) * scale;
           }
-          const float* qi = base + i * d.W + d.q_off(h);
-          float* dqi = gb + i * d.W + d.q_off(h);
-          for (int64_t j = 0; j <= i; ++j) {
-            const float pj = p[static_cast<size_t>(j)];
-            const float ds = pj * (dp[static_cast<size_t>(j)] - rowdot) * scale;
-            axpy(dqi, ds, base + j * d.W + d.k_off(h), d.dqk);
-            axpy(gb + j * d.W + d.k_off(h), ds, qi, d.dqk);
-            axpy(gb + j * d.W + d.v_off(h), pj, doi, d.dv);
-          }
+          gemm(false, false, rows, d.dqk, kend, 1.0f, dP.data(), kend, base + d.k_off(h), d.W, 0.0f,
+               gb + i0 * d.W + d.q_off(h), d.W);
+          gemm(true, false, kend, d.dqk, rows, 1.0f, dP.data(), kend, base + i0 * d.W + d.q_off(h), d.W, 1.0f,
+               gb + d.k_off(h), d.W);
+          gemm(true, false, kend, d.dv, rows, 1.0f, P.data(), kend, dob + i0 * Wo, Wo, 1.0f, gb + d.v_off(h), d.W);
         }
       }
   }

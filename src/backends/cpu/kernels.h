@@ -46,6 +46,11 @@ TANDEM_CPU_KERNEL(cross_entropy)
 TANDEM_CPU_KERNEL(cross_entropy_grad)
 #undef TANDEM_CPU_KERNEL
 
+// The one GEMM entry point of the CPU kernels (row-major, cblas conventions). Inside an OpenMP
+// parallel region it runs on the calling thread only.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+          const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
 // Vectorised exp / tanh over a span (glibc's libmvec under AVX-512, scalar elsewhere).
 void exp_inplace(float* x, int64_t n);
 void tanh_inplace(float* x, int64_t n);

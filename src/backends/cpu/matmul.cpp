@@ -6,17 +6,21 @@
 
 namespace tandem::cpu {
 
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+          int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta, C,
+              static_cast<int>(ldc));
+}
+
 void matmul(const Node& node, std::span<const Tensor> in, const Tensor& out) {
   MatmulDims d = matmul_dims(node, in[0].shape, in[1].shape);
   const float* A = f32(in[0]);
   const float* B = f32(in[1]);
   float* C = f32(out);
   for (int64_t p = 0; p < d.batch; ++p) {
-    cblas_sgemm(CblasRowMajor, d.trans_a ? CblasTrans : CblasNoTrans, d.trans_b ? CblasTrans : CblasNoTrans,
-                static_cast<int>(d.m), static_cast<int>(d.n), static_cast<int>(d.k), 1.0f,
-                A + p * d.a_rows * d.a_cols, static_cast<int>(d.a_cols),
-                B + (d.batched ? p * d.b_rows * d.b_cols : 0), static_cast<int>(d.b_cols), 0.0f,
-                C + p * d.m * d.n, static_cast<int>(d.n));
+    gemm(d.trans_a, d.trans_b, d.m, d.n, d.k, 1.0f, A + p * d.a_rows * d.a_cols, d.a_cols,
+         B + (d.batched ? p * d.b_rows * d.b_cols : 0), d.b_cols, 0.0f, C + p * d.m * d.n, d.n);
   }
 }
 
