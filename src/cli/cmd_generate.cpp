@@ -33,6 +33,7 @@ void register_generate(CLI::App& app) {
     } catch (const Error& e) {
       throw Error(std::string("--prompt: ") + e.what());
     }
+    o->s.vocab_limit = tok.vocab_size();
     Generator gen(*m.model, *m.backend, *m.params);
     // Print as we go; hold back bytes of a UTF-8 character split across tokens.
     std::string pending;

@@ -103,7 +103,10 @@ std::vector<int32_t> Generator::generate(std::span<const int32_t> prompt, int ma
   std::vector<int32_t> out;
   int64_t pos = static_cast<int64_t>(prompt.size());
   while (static_cast<int>(out.size()) < max_tokens) {
-    const int32_t next = sample_token(logits, opts, rng);
+    std::span<const float> row(logits);
+    if (opts.vocab_limit > 0 && opts.vocab_limit < static_cast<int64_t>(row.size()))
+      row = row.first(static_cast<size_t>(opts.vocab_limit));
+    const int32_t next = sample_token(row, opts, rng);
     out.push_back(next);
     if (on_token && !on_token(next)) break;
     if (stop_token && next == *stop_token) break;

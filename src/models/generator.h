@@ -15,6 +15,7 @@ struct SamplingOptions {
   int top_k = 0;             // 0: off
   float top_p = 1.0f;        // 1: off
   uint64_t seed = 0;
+  int64_t vocab_limit = 0;  // sample only ids below this (a tokenizer smaller than the model's vocab); 0: all
 };
 
 // Picks the next token from one row of logits.

@@ -184,3 +184,12 @@ def test_vocab_mismatch(tandem, tmp_path, char_data, trained_run, shakespeare_pa
 def test_prompt_the_tokenizer_cannot_encode(tandem, trained_run):
     r = tandem.run("generate", "--model", trained_run, "--prompt", "ROMEO: 日本")
     assert_one_error(r, "--prompt", "U+65E5")
+
+
+def test_grad_accumulation_trains(tandem, tmp_path, char_data):
+    run = tmp_path / "accum"
+    tandem("train", "--config", "baby-gpt", "--data", char_data, "--out", run, "--steps", "30", "--set", "grad_accum=3",
+           "--set", "batch_size=4", *SMALL)
+    metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 30
+    assert metrics[-1]["loss"] < metrics[0]["loss"] - 0.5
