@@ -192,4 +192,4 @@ def test_grad_accumulation_trains(tandem, tmp_path, char_data):
            "--set", "batch_size=4", *SMALL)
     metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 30
-    assert metrics[-1]["loss"] < metrics[0]["loss"] - 0.5
+    assert metrics[-1]["loss"] < metrics[0]["loss"] - 0.3
