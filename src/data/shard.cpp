@@ -8,7 +8,7 @@
 #include <string>
 
 #include "core/error.h"
-#include "data/atomic_file.h"
+#include "io/atomic_file.h"
 
 namespace tandem {
 namespace {

@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "data/atomic_file.h"
+#include "io/atomic_file.h"
 
 namespace fs = std::filesystem;
 

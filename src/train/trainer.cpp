@@ -8,7 +8,7 @@
 #include <fstream>
 
 #include "core/error.h"
-#include "data/atomic_file.h"
+#include "io/atomic_file.h"
 #include "data/batch_loader.h"
 #include "data/shard.h"
 #include "tokenizer/tokenizer.h"
