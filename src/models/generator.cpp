@@ -36,7 +36,7 @@ std::unique_ptr<Generator::Pass> Generator::make_pass(int64_t T) {
   for (size_t l = 0; l < caches_.size(); ++l) p->program->bind(p->nodes.kv_caches[l], caches_[l]);
   p->program->bind(p->nodes.cache_len, cache_len_);
   p->ids = Tensor::empty(backend_, {1, T}, DType::i32);
-  p->positions = Tensor::empty(backend_, {T}, DType::i32);
+  p->positions = Tensor::empty(backend_, {1, T}, DType::i32);
   p->program->bind(p->nodes.input_ids, p->ids);
   p->program->bind(p->nodes.position_ids, p->positions);
   return p;

@@ -105,9 +105,10 @@ ModelNodes GPT2::build(Graph& g, int64_t B, int64_t T, GraphMode mode) const {
   for (const auto& s : param_specs()) m.params[s.name] = g.param(s.name, s.shape);
   auto P = [&](const std::string& n) { return m.params.at(n); };
   m.input_ids = g.input("input_ids", {B, T}, DType::i32);
-  m.position_ids = g.input("position_ids", {T}, DType::i32);
+  // Training shares positions 0..T-1 across the batch; decoding has per-sequence positions.
+  m.position_ids = g.input("position_ids", mode == GraphMode::decode ? Shape{B, T} : Shape{T}, DType::i32);
   if (mode == GraphMode::train) m.labels = g.input("labels", {B, T}, DType::i32);
-  if (mode == GraphMode::decode) m.cache_len = g.input("cache_len", {1}, DType::i32);
+  if (mode == GraphMode::decode) m.cache_len = g.input("cache_len", {B}, DType::i32);
 
   auto linear = [&](NodeId x, const std::string& prefix, const std::string& name) {
     NodeId y = g.add(OpKind::matmul, {x, P(prefix + ".weight")}, MatmulAttrs{}, name + ".matmul");

@@ -25,7 +25,8 @@ struct ParamSpec {
 enum class GraphMode {
   train,   // input_ids, labels -> loss (logits kept as an intermediate)
   logits,  // input_ids -> logits
-  decode,  // input_ids at position_ids, with per-layer KV caches and cache_len -> logits
+  decode,  // input_ids [B, T] at position_ids [B, T], with per-layer KV caches and per-sequence
+           // cache_len [B] -> logits
 };
 
 struct ModelNodes {

@@ -119,22 +119,22 @@ Shape cached_shape(const Node& n, std::span<const Node* const> in) {
   check(c.size() == 3 && c[0] == d.B && c[2] == d.H * (d.dqk + d.dv) && c[1] >= d.T, "attention_cached at node '",
         n.name, "': cache '", in[1]->name, "' ", shape_str(c), " does not fit qkv ", shape_str(in[0]->shape));
   expect_dtype(n, *in[2], DType::i32);
-  check(in[2]->shape == Shape{1}, "attention_cached at node '", n.name, "': cache_len must be [1]");
+  check(in[2]->shape == Shape{d.B}, "attention_cached at node '", n.name, "': cache_len must be [", d.B, "]");
   return {d.B, d.T, d.H * d.dv};
 }
 
-// Reference: assembles [cached rows, new rows] as one packed qkv sequence (the queries of the
-// cached rows are unused) and runs plain causal attention, keeping the last Tn rows.
+// Reference: per sequence, assembles [cached rows, new rows] as one packed qkv sequence (the
+// queries of the cached rows are unused) and runs plain causal attention, keeping the last Tn rows.
 void cached_ref(const Node& n, std::span<const RefTensor* const> in, RefTensor& out) {
   auto d = attention_dims(n, in[0]->shape);
-  auto len = static_cast<int64_t>(in[2]->data[0]);
-  const int64_t Tmax = in[1]->shape[1], L = len + d.T;
-  check(len >= 0 && L <= Tmax, "attention_cached at node '", n.name, "': cache overflow (", L, " > ", Tmax, ")");
-  RefTensor full(Shape{d.B, L, d.W});
-  const int64_t Wc = d.H * (d.dqk + d.dv);
-  for (int64_t b = 0; b < d.B; ++b)
+  const int64_t Tmax = in[1]->shape[1], Wc = d.H * (d.dqk + d.dv), Wo = d.H * d.dv;
+  for (int64_t b = 0; b < d.B; ++b) {
+    const auto len = static_cast<int64_t>(in[2]->data[static_cast<size_t>(b)]);
+    const int64_t L = len + d.T;
+    check(len >= 0 && L <= Tmax, "attention_cached at node '", n.name, "': cache overflow (", L, " > ", Tmax, ")");
+    RefTensor full(Shape{1, L, d.W});
     for (int64_t t = 0; t < L; ++t) {
-      double* row = full.data.data() + (b * L + t) * d.W;
+      double* row = full.data.data() + t * d.W;
       if (t < len) {
         const double* c = in[1]->data.data() + (b * Tmax + t) * Wc;
         std::copy(c, c + Wc, row + d.H * d.dqk);  // cache row = [k | v], the packed k and v parts
@@ -143,13 +143,10 @@ void cached_ref(const Node& n, std::span<const RefTensor* const> in, RefTensor& 
         std::copy(q, q + d.W, row);
       }
     }
-  RefTensor all(Shape{d.B, L, d.H * d.dv});
-  Node plain = n;
-  att_ref(plain, std::vector<const RefTensor*>{&full}, all);
-  const int64_t Wo = d.H * d.dv;
-  for (int64_t b = 0; b < d.B; ++b)
-    std::copy(all.data.begin() + (b * L + len) * Wo, all.data.begin() + (b * L + L) * Wo,
-              out.data.begin() + b * d.T * Wo);
+    RefTensor all(Shape{1, L, Wo});
+    att_ref(n, std::vector<const RefTensor*>{&full}, all);
+    std::copy(all.data.begin() + len * Wo, all.data.end(), out.data.begin() + b * d.T * Wo);
+  }
 }
 
 }  // namespace

@@ -2,10 +2,11 @@
 // qkv: [B, T, W] with W = H*d_qk (queries) + H*d_qk (keys) + H*d_v (values), head-major inside
 // each part (GPT-2's c_attn layout; MLA concatenates its parts into it). out: [B, T, H*d_v].
 // attention_grad(qkv, dout) returns d(qkv) in the same packed layout.
-// attention_cached(qkv [B, Tn, W], cache [B, Tmax, H*(d_qk+d_v)], cache_len [1] i32) is the
-// decoding form: the Tn new tokens sit at positions cache_len.. and attend to the cached keys and
-// values and to each other (causally). It is a state op: besides its output it writes the new keys
-// and values into cache rows [cache_len, cache_len + Tn). Inference only; no backward.
+// attention_cached(qkv [B, Tn, W], cache [B, Tmax, H*(d_qk+d_v)], cache_len [B] i32) is the
+// decoding form: sequence b's Tn new tokens sit at positions cache_len[b].. and attend to its
+// cached keys and values and to each other (causally). It is a state op: besides its output it
+// writes the new keys and values into cache rows [cache_len[b], cache_len[b] + Tn) of sequence b.
+// Sequences of one batch may have different lengths (continuous batching). Inference only.
 #pragma once
 #include "core/graph.h"
 

@@ -162,8 +162,8 @@ std::vector<OpCase> cases() {
        }},
       {"attention_cached", [](Graph& g) {
          return g.add(OpKind::attention_cached,
-                      {g.input("qkv", {1, 2, 2 * (2 * 3 + 2)}), g.input("cache", {1, 6, 2 * (3 + 2)}),
-                       g.input("cache_len@3", {1}, DType::i32)},
+                      {g.input("qkv", {3, 2, 2 * (2 * 3 + 2)}), g.input("cache", {3, 6, 2 * (3 + 2)}),
+                       g.input("cache_len@5", {3}, DType::i32)},
                       AttentionAttrs{2, 3, 2, 0.6f}, "out");
        }},
       {"cross_entropy", [](Graph& g) {

@@ -120,25 +120,29 @@ void attention_cached(const Node& node, std::span<const Tensor> in, const Tensor
   const float scale = node.attr<AttentionAttrs>().scale;
   const float* qkv = f32(in[0]);
   float* cache = f32(in[1]);  // state: written in place
-  const int64_t len = i32(in[2])[0], Tmax = in[1].shape[1], Wc = d.H * (d.dqk + d.dv);
+  const int32_t* lens = i32(in[2]);
+  const int64_t Tmax = in[1].shape[1], Wc = d.H * (d.dqk + d.dv);
   float* o = f32(out);
-  check(len >= 0 && len + d.T <= Tmax, "attention_cached at node '", node.name, "': cache holds ", Tmax,
-        " positions, ", len + d.T, " needed");
-  // Append the new keys and values: cache row = [k (H*dqk) | v (H*dv)].
-  for (int64_t b = 0; b < d.B; ++b)
+  int64_t longest = 0;
+  for (int64_t b = 0; b < d.B; ++b) {
+    check(lens[b] >= 0 && lens[b] + d.T <= Tmax, "attention_cached at node '", node.name, "': sequence ", b,
+          " needs ", lens[b] + d.T, " cache positions, the cache holds ", Tmax);
+    longest = std::max<int64_t>(longest, lens[b]);
+    // Append the new keys and values: cache row = [k (H*dqk) | v (H*dv)].
     for (int64_t t = 0; t < d.T; ++t)
-      std::memcpy(cache + (b * Tmax + len + t) * Wc, qkv + (b * d.T + t) * d.W + d.H * d.dqk,
+      std::memcpy(cache + (b * Tmax + lens[b] + t) * Wc, qkv + (b * d.T + t) * d.W + d.H * d.dqk,
                   static_cast<size_t>(Wc) * sizeof(float));
+  }
 #pragma omp parallel
   {
-    std::vector<float> p(static_cast<size_t>(len + d.T));
+    std::vector<float> p(static_cast<size_t>(longest + d.T));
 #pragma omp for schedule(static) collapse(2)
     for (int64_t b = 0; b < d.B; ++b)
       for (int64_t h = 0; h < d.H; ++h) {
         const float* cb = cache + b * Tmax * Wc;
         for (int64_t i = 0; i < d.T; ++i) {
           const float* q = qkv + (b * d.T + i) * d.W + d.q_off(h);
-          const int64_t n = len + i + 1;
+          const int64_t n = lens[b] + i + 1;
           for (int64_t j = 0; j < n; ++j) p[static_cast<size_t>(j)] = scale * dot(q, cb + j * Wc + h * d.dqk, d.dqk);
           softmax_row(p.data(), p.data(), n);
           float* orow = o + (b * d.T + i) * d.H * d.dv + h * d.dv;

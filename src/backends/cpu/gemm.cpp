@@ -6,9 +6,14 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #ifdef __AVX512F__
 #include <immintrin.h>
+// GCC 12 flags _mm512_undefined_ps() (self-initialised by design) inside the unpack/shuffle
+// intrinsics as "used uninitialized": a known false positive.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 namespace tandem::cpu {
@@ -239,26 +244,28 @@ struct Problem {
   float beta;
   float* C;
   int64_t ldc;
-  int64_t kc_blk, nc_blk, mc_blk;
+  int64_t kc_blk;  // K block: the only blocking that shapes the arithmetic (depends on K only)
 };
 
 // Computes the rectangle [m0, m1) x [n0, n1) of C on the calling thread.
 void gemm_rect(const Problem& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   if (m0 >= m1 || n0 >= n1) return;
   PackBuffers& buf = tl_buffers;
-  const int64_t mc_cap = std::min(P.mc_blk, (m1 - m0 + MR - 1) / MR * MR);
-  const int64_t nc_cap = std::min(P.nc_blk, (n1 - n0 + NR - 1) / NR * NR);
-  float* Ap = PackBuffers::grow(buf.a, buf.a_cap, static_cast<size_t>(mc_cap * P.kc_blk + 16));
-  float* Bp = PackBuffers::grow(buf.b, buf.b_cap, static_cast<size_t>(nc_cap * P.kc_blk + 16));
+  // M / N blocks balanced over this rectangle (they do not affect the arithmetic of an element;
+  // only the K blocking does, and it depends on K alone).
+  const int64_t mc_blk = balanced_block(m1 - m0, MC_MAX, MR);
+  const int64_t nc_blk = balanced_block(n1 - n0, NC_MAX, NR);
+  float* Ap = PackBuffers::grow(buf.a, buf.a_cap, static_cast<size_t>(mc_blk * P.kc_blk + 16));
+  float* Bp = PackBuffers::grow(buf.b, buf.b_cap, static_cast<size_t>(nc_blk * P.kc_blk + 16));
 
-  for (int64_t ic = m0; ic < m1; ic += P.mc_blk) {
-    const int64_t mc = std::min(P.mc_blk, m1 - ic);
+  for (int64_t ic = m0; ic < m1; ic += mc_blk) {
+    const int64_t mc = std::min(mc_blk, m1 - ic);
     for (int64_t pc = 0; pc < P.K; pc += P.kc_blk) {
       const int64_t kc = std::min(P.kc_blk, P.K - pc);
       const float beta = pc == 0 ? P.beta : 1.0f;
       pack_a(P.ta, P.A, P.lda, ic, mc, pc, kc, Ap);
-      for (int64_t jc = n0; jc < n1; jc += P.nc_blk) {
-        const int64_t nc = std::min(P.nc_blk, n1 - jc);
+      for (int64_t jc = n0; jc < n1; jc += nc_blk) {
+        const int64_t nc = std::min(nc_blk, n1 - jc);
         pack_b(P.tb, P.B, P.ldb, jc, nc, pc, kc, Bp);
         for (int64_t ir = 0; ir < mc; ir += MR) {
           const int rows = static_cast<int>(std::min<int64_t>(MR, mc - ir));
@@ -340,10 +347,7 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
     return;
   }
 #ifdef __AVX512F__
-  Problem P{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0, 0, 0};
-  P.kc_blk = balanced_block(K, KC_MAX, 1);
-  P.nc_blk = balanced_block(N, NC_MAX, NR);
-  P.mc_blk = balanced_block(M, MC_MAX, MR);
+  const Problem P{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, balanced_block(K, KC_MAX, 1)};
   sgemm_avx512(P);
 #else
   sgemm_portable(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
