@@ -7,7 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 PACKAGES=(build-essential cmake pkg-config python3 python3-venv
-          nlohmann-json3-dev libcli11-dev libopenblas-openmp-dev libxxhash-dev libpcre2-dev libgtest-dev)
+          nlohmann-json3-dev libcli11-dev libopenblas-openmp-dev libxxhash-dev libpcre2-dev libgtest-dev
+          ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
+          libcpp-httplib-dev chromium)  # serve's HTTP library; the browser its chat-page test drives
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

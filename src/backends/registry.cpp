@@ -1,13 +1,58 @@
+#include "backends/registry.h"
+
+#include <cstdlib>
 #include <memory>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/faulty/faulty_backend.h"
 #include "core/error.h"
+#ifdef TANDEM_HAVE_OPENCL
+#include "backends/opencl/opencl_backend.h"
+#endif
 
 namespace tandem {
 
-std::unique_ptr<Backend> make_backend(const std::string& name) {
+namespace {
+const char* const kBuiltIn =
+    "cpu"
+#ifdef TANDEM_HAVE_OPENCL
+    ", opencl"
+#endif
+    ", faulty:<backend>";
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& fault) {
+  if (name.starts_with("faulty:")) {
+    check(!fault.empty(), "backend '", name, "' needs a fault spec (--fault or TANDEM_FAULT), e.g. op=softmax,kind=scale,eps=1e-3");
+    return std::make_unique<FaultyBackend>(make_backend(name.substr(7), ""), FaultSpec::parse(fault));
+  }
+  check(fault.empty(), "--fault applies to faulty:<backend> only, not to backend '", name, "'");
   if (name == "cpu") return std::make_unique<CpuBackend>();
-  throw Error("unknown backend '" + name + "' (this build has: cpu)");
+#ifdef TANDEM_HAVE_OPENCL
+  if (name == "opencl") return std::make_unique<OpenClBackend>();
+#endif
+  throw Error("unknown backend '" + name + "' (this build has: " + kBuiltIn + ")");
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& name) {
+  const char* fault = name.starts_with("faulty:") ? std::getenv("TANDEM_FAULT") : nullptr;
+  return make_backend(name, fault ? fault : "");
+}
+
+std::vector<BackendInfo> list_backends() {
+  std::vector<BackendInfo> out;
+  out.push_back({"cpu", {"host CPU (OpenMP + OpenBLAS)"}, ""});
+#ifdef TANDEM_HAVE_OPENCL
+  {
+    BackendInfo b{"opencl", opencl_devices(), ""};
+    if (b.devices.empty()) b.note = "no OpenCL platform or device (install an ICD, e.g. pocl-opencl-icd)";
+    out.push_back(std::move(b));
+  }
+#else
+  out.push_back({"opencl", {}, "not built (OpenCL headers/loader not found at configure time, or -DTANDEM_OPENCL=OFF)"});
+#endif
+  out.push_back({"faulty:<backend>", {}, "wraps a backend with one injected fault (--fault op=NAME,kind=...)"});
+  return out;
 }
 
 }  // namespace tandem

@@ -18,7 +18,7 @@ void register_grad(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   cmd->add_option("--model", o->model, "Model directory (config.json + model.safetensors)")->required();
   cmd->add_option("--batch", o->batch, "safetensors file with input_ids and labels, [B, T] int32/int64")->required();
-  cmd->add_option("--out", o->out, "Output safetensors: logits, loss, grad.<param>, losses")->required();
+  cmd->add_option("--out", o->out, "Output safetensors: logits, loss, grad.<param>, losses, experts.<layer>")->required();
   cmd->add_option("--steps", o->steps, "AdamW steps on this batch at constant learning rate")->check(CLI::NonNegativeNumber);
   cmd->add_option("--set", o->sets, "Optimizer setting: learning_rate, weight_decay, beta1, beta2, adam_eps, grad_clip");
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
@@ -56,7 +56,13 @@ void register_grad(CLI::App& app) {
     out.tensors["logits"] = HostTensor::f32(logits.shape, logits.to_host());
     out.tensors["loss"] = HostTensor::f32({1}, {static_cast<float>(loss)});
     for (size_t i = 0; i < m.params->specs.size(); ++i)
-      out.tensors["grad." + m.params->specs[i].name] = HostTensor::f32(m.params->specs[i].shape, prog.grad(i).to_host());
+      if (m.params->specs[i].trainable)
+        out.tensors["grad." + m.params->specs[i].name] = HostTensor::f32(m.params->specs[i].shape, prog.grad(i).to_host());
+    for (const auto& [name, loss_value] : prog.extra_losses())
+      out.tensors[name] = HostTensor::f32({1}, {static_cast<float>(loss_value)});
+    // MoE routing decisions, per layer: "experts.<layer prefix>" [B*T, top_k] expert ids.
+    for (const auto& [name, id] : prog.nodes().router_choices)
+      out.tensors["experts." + name] = HostTensor::i32(prog.router_choices(id).shape, prog.router_choices(id).to_host_i32());
     if (o->steps > 0) {
       AdamW opt(*m.params, *m.backend);
       std::vector<const Tensor*> grads(m.params->tensors.size());

@@ -7,18 +7,38 @@ namespace tandem::cli {
 void register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train a model on a prepared data directory");
   auto o = std::make_shared<TrainOptions>();
+  auto on_error = std::make_shared<std::string>("stop");
   std::string presets;
   for (const auto& n : TrainConfig::preset_names()) presets += (presets.empty() ? "" : ", ") + n;
   cmd->add_option("--config", o->config, "Preset (" + presets + ") or JSON config file")->required();
   cmd->add_option("--data", o->data_dir, "Data directory from `tandem prepare`")->required();
-  cmd->add_option("--out", o->out_dir, "Run directory (metrics.jsonl, checkpoints/)")->required();
+  cmd->add_option("--out", o->out_dir, "Run directory (metrics.jsonl, events.log, checkpoints/)")->required();
   cmd->add_option("--steps", o->steps, "Stop after this many total steps (default: the config's max_steps)");
   cmd->add_option("--set", o->sets, "Override a config key: --set key=value (repeatable)")->allow_extra_args(false);
-  cmd->add_option("--checkpoint-every", o->checkpoint_every, "Checkpoint every N steps (always at the end)");
-  cmd->add_flag("--resume", o->resume, "Continue from the newest checkpoint in --out");
+  cmd->add_option("--checkpoint-every", o->checkpoint_every, "Checkpoint every N steps (always at the end)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--keep-last", o->keep_last, "Keep only the newest K checkpoints (0: keep all)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--keep-every", o->keep_every, "With --keep-last, also keep every checkpoint whose step is a multiple of M")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--verify-every", o->verify_every,
+                  "Recompute every N-th step and compare gradients bit for bit; a mismatch rolls back (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--on-checkpoint-error", *on_error,
+                  "A periodic checkpoint that cannot be written (disk full, I/O error): stop, or continue training")
+      ->check(CLI::IsMember({"stop", "continue"}))
+      ->capture_default_str();
+  cmd->add_flag("--resume", o->resume, "Continue from the newest valid checkpoint in --out");
   cmd->add_option("--seed", o->seed, "Seed for initialisation and batch order")->capture_default_str();
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
-  cmd->callback([o] { train(*o); });
+  // Fault injection for tests (README, "Fault tolerance"); hidden from --help.
+  cmd->add_option("--inject-nan-at", o->inject_nan_at, "")->delimiter(',')->group("");
+  cmd->add_option("--inject-bitflip-at", o->inject_bitflip_at, "")->delimiter(',')->group("");
+  cmd->add_option("--inject-write-limit", o->inject_write_limit, "")->group("");
+  cmd->callback([o, on_error] {
+    o->continue_on_checkpoint_error = *on_error == "continue";
+    train(*o);
+  });
 }
 
 }  // namespace tandem::cli

@@ -7,8 +7,16 @@ namespace tandem::cli {
 void register_prepare(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_train(CLI::App& app);
+void register_checkpoints(CLI::App& app);
 void register_generate(CLI::App& app);
+void register_serve(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_grad(CLI::App& app);
+void register_import(CLI::App& app);
+void register_export(CLI::App& app);
+void register_backends(CLI::App& app);
+void register_conform(CLI::App& app);
+void register_parity(CLI::App& app);
+void register_diff(CLI::App& app);
 
 }  // namespace tandem::cli

@@ -10,9 +10,17 @@ int main(int argc, char** argv) {
   tandem::cli::register_prepare(app);
   tandem::cli::register_tokenize(app);
   tandem::cli::register_train(app);
+  tandem::cli::register_checkpoints(app);
   tandem::cli::register_generate(app);
+  tandem::cli::register_serve(app);
   tandem::cli::register_eval(app);
   tandem::cli::register_grad(app);
+  tandem::cli::register_import(app);
+  tandem::cli::register_export(app);
+  tandem::cli::register_backends(app);
+  tandem::cli::register_conform(app);
+  tandem::cli::register_parity(app);
+  tandem::cli::register_diff(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -13,8 +13,12 @@ Backward build_backward(Graph& g, NodeId loss, std::span<const NodeId> wrt) {
   // needs[i]: node i depends on some `wrt` node, so a gradient must flow into it.
   std::vector<bool> needs(n_fwd, false);
   for (NodeId w : wrt) needs.at(static_cast<size_t>(w)) = true;
-  for (size_t i = 0; i < n_fwd; ++i)
-    for (NodeId in : g.node(static_cast<NodeId>(i)).inputs) needs[i] = needs[i] || needs[static_cast<size_t>(in)];
+  // Integer outputs (ids, routing choices) carry no gradient.
+  for (size_t i = 0; i < n_fwd; ++i) {
+    const Node& n = g.node(static_cast<NodeId>(i));
+    for (NodeId in : n.inputs) needs[i] = needs[i] || needs[static_cast<size_t>(in)];
+    needs[i] = needs[i] && n.dtype == DType::f32;
+  }
 
   Backward out;
   out.seed = g.input("d." + g.node(loss).name, {}, DType::f32);

@@ -46,7 +46,7 @@ NodeId Graph::add(OpKind op, std::vector<NodeId> inputs, Attrs attrs, const std:
     ins.push_back(&nodes_[static_cast<size_t>(id)]);
   }
   n.shape = def.shape(n, ins);
-  n.dtype = op == OpKind::reshape ? ins[0]->dtype : DType::f32;
+  n.dtype = def.dtype ? def.dtype(ins) : DType::f32;
   return push(std::move(n));
 }
 

@@ -25,7 +25,31 @@ struct AttentionAttrs {
   float scale = 1.0f;                  // softmax scale, usually 1/sqrt(d_qk)
 };
 struct ShapeAttrs { Shape shape; };  // reshape target; sum_to target; embedding_grad [rows, dim]
-using Attrs = std::variant<NoAttrs, MatmulAttrs, ScaleAttrs, NormAttrs, AttentionAttrs, ShapeAttrs>;
+struct SliceAttrs { int64_t start = 0, len = 0, full = 0; };  // a window [start, start+len) of a last dim of size full
+struct RopeAttrs {
+  int64_t rot_offset = 0, rot_dim = 0;  // the rotated window of the last dim
+  double theta = 10000.0;
+  bool interleaved = true;               // pairs (2i, 2i+1) as DeepSeek's checkpoints; else (i, i + rot_dim/2)
+  // YaRN (factor > 1): frequency interpolation outside [beta_slow, beta_fast] rotations.
+  double yarn_factor = 1.0, yarn_beta_fast = 32.0, yarn_beta_slow = 1.0;
+  int64_t yarn_original_max_position = 0;
+  double attention_factor = 1.0;  // multiplies cos and sin (YaRN's mscale ratio)
+  bool inverse = false;           // rotate by -angle (the adjoint)
+};
+struct MlaAttrs {
+  int64_t n_head = 0, d_nope = 0, d_rope = 0, d_v = 0;
+  float scale = 1.0f;  // softmax scale (attention_latent)
+  int part = 0;        // which input's gradient (mla_qkv_grad)
+};
+struct RouteAttrs {
+  int64_t n_experts = 1, top_k = 1, n_group = 1, topk_group = 1;
+  bool norm_topk_prob = true;
+  float routed_scaling_factor = 1.0f;
+};
+struct GroupedMatmulAttrs { bool transpose_w = false; };  // false: y = x W_e^T (W [E, out, in]); true: y = x W_e
+struct ShiftAttrs { int64_t shift = 1; int32_t fill = -1; };
+using Attrs = std::variant<NoAttrs, MatmulAttrs, ScaleAttrs, NormAttrs, AttentionAttrs, ShapeAttrs, SliceAttrs, RopeAttrs,
+                           MlaAttrs, RouteAttrs, GroupedMatmulAttrs, ShiftAttrs>;
 
 struct Node {
   NodeId id = -1;

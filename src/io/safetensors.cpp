@@ -140,7 +140,9 @@ SafetensorsFile SafetensorsFile::load(const std::filesystem::path& path) {
   return out;
 }
 
-void SafetensorsFile::save(const std::filesystem::path& path) const {
+void SafetensorsFile::save(const std::filesystem::path& path) const { write_file_atomic(path, serialize()); }
+
+std::string SafetensorsFile::serialize() const {
   nlohmann::json j = nlohmann::json::object();
   uint64_t off = 0;
   for (const auto& [name, t] : tensors) {
@@ -156,7 +158,7 @@ void SafetensorsFile::save(const std::filesystem::path& path) const {
   blob.append(reinterpret_cast<const char*>(&hlen), 8);
   blob += header;
   for (const auto& [name, t] : tensors) blob.append(t.bytes.data(), t.bytes.size());
-  write_file_atomic(path, blob);
+  return blob;
 }
 
 const HostTensor& SafetensorsFile::at(const std::string& name, const std::filesystem::path& path) const {

@@ -31,6 +31,8 @@ struct SafetensorsFile {
   static SafetensorsFile load(const std::filesystem::path& path);
   // Atomic: a temporary file, fsync, rename.
   void save(const std::filesystem::path& path) const;
+  // The file's bytes, as save() writes them (for callers that do their own I/O, like checkpoints).
+  std::string serialize() const;
   const HostTensor& at(const std::string& name, const std::filesystem::path& path_for_errors) const;
 };
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "models/deepseek_v3.h"
 
 namespace tandem {
 
@@ -145,7 +146,7 @@ ModelNodes GPT2::build(Graph& g, int64_t B, int64_t T, GraphMode mode) const {
   }
   x = layernorm(x, "transformer.ln_f", "ln_f");
   m.logits = g.add(OpKind::matmul, {x, P("transformer.wte.weight")}, MatmulAttrs{false, true}, "lm_head");
-  if (mode == GraphMode::train) m.loss = g.add(OpKind::cross_entropy, {m.logits, m.labels}, NoAttrs{}, "loss");
+  if (mode == GraphMode::train) m.loss = m.lm_loss = g.add(OpKind::cross_entropy, {m.logits, m.labels}, NoAttrs{}, "loss");
   return m;
 }
 
@@ -161,7 +162,8 @@ std::unique_ptr<Model> model_from_hf_config(const nlohmann::json& j, const std::
   check(j.is_object(), where, ": config is not a JSON object");
   const std::string type = j.value("model_type", "");
   if (type == "gpt2") return GPT2::from_hf(j, where);
-  throw Error(where + ": model_type '" + type + "' is not supported (supported: gpt2)");
+  if (type == "deepseek_v3") return DeepseekV3::from_hf(j, where);
+  throw Error(where + ": model_type '" + type + "' is not supported (supported: gpt2, deepseek_v3)");
 }
 
 }  // namespace tandem

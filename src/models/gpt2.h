@@ -26,6 +26,7 @@ class GPT2 final : public Model {
   Shape kv_cache_shape(int64_t B) const override { return {B, c_.n_positions, 2 * c_.n_embd}; }
   std::string canonical_name(const std::string& name) const override;
   double train_flops_per_token(int64_t T) const override;
+  int64_t kv_cache_bytes_per_token() const override { return c_.n_layer * 2 * c_.n_embd * 4; }
 
  private:
   GPT2Config c_;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/graph.h"
+#include "io/safetensors.h"
 
 namespace tandem {
 
@@ -20,6 +21,7 @@ struct ParamSpec {
   Init init = Init::normal;
   float std = 0.02f;  // for Init::normal
   bool decay = true;  // AdamW weight decay applies (matrices and embeddings, not norms or biases)
+  bool trainable = true;  // false: a buffer updated outside the gradient (MoE routing bias)
 };
 
 enum class GraphMode {
@@ -30,9 +32,13 @@ enum class GraphMode {
 };
 
 struct ModelNodes {
-  NodeId input_ids = -1, position_ids = -1, labels = -1, logits = -1, loss = -1, cache_len = -1;
+  NodeId input_ids = -1, position_ids = -1, labels = -1, logits = -1, cache_len = -1;
+  NodeId loss = -1;     // the training objective (backward starts here)
+  NodeId lm_loss = -1;  // next-token cross-entropy: what `loss` and `val_loss` report
   std::map<std::string, NodeId> params;  // by HF name
   std::vector<NodeId> kv_caches;         // decode mode: one per layer
+  std::vector<std::pair<std::string, NodeId>> extra_losses;  // reported beside the loss (e.g. mtp_loss)
+  std::vector<std::pair<std::string, NodeId>> router_choices;  // MoE layer prefix -> expert ids [N, K]
 };
 
 class Model {
@@ -52,6 +58,15 @@ class Model {
   virtual std::string canonical_name(const std::string& name) const { return name; }
   // Training FLOPs per token (forward + backward) at sequence length T, for throughput reports.
   virtual double train_flops_per_token(int64_t T) const = 0;
+  // Checkpoint layout <-> parameter layout, for architectures whose files split what the model
+  // holds fused (DeepSeek's per-expert matrices): applied after loading / before saving tensors.
+  virtual void from_checkpoint_layout(std::map<std::string, HostTensor>& tensors) const {}
+  virtual void to_checkpoint_layout(std::map<std::string, HostTensor>& tensors) const {}
+  // Weight of auxiliary prediction losses in the training objective (DeepSeek's multi-token
+  // prediction); architectures without them ignore it.
+  virtual void set_mtp_loss_weight(double) {}
+  // Bytes one token occupies in the decoding cache (all layers).
+  virtual int64_t kv_cache_bytes_per_token() const = 0;
 };
 
 // Builds the model described by an HF config.json object; errors name `where` and the field.

@@ -27,7 +27,8 @@ ParamStore ParamStore::init(const Model& model, Backend& backend, uint64_t seed)
 }
 
 ParamStore ParamStore::load(const Model& model, Backend& backend, const std::filesystem::path& file) {
-  const SafetensorsFile st = SafetensorsFile::load(file);
+  SafetensorsFile st = SafetensorsFile::load(file);
+  model.from_checkpoint_layout(st.tensors);
   std::map<std::string, const HostTensor*> found;
   for (const auto& [name, t] : st.tensors) {
     std::string canon = model.canonical_name(name);
@@ -49,9 +50,10 @@ ParamStore ParamStore::load(const Model& model, Backend& backend, const std::fil
   return s;
 }
 
-SafetensorsFile ParamStore::to_safetensors() const {
+SafetensorsFile ParamStore::to_safetensors(const Model& model) const {
   SafetensorsFile f;
   for (size_t i = 0; i < specs.size(); ++i) f.tensors[specs[i].name] = HostTensor::f32(specs[i].shape, tensors[i].to_host());
+  model.to_checkpoint_layout(f.tensors);
   f.metadata["format"] = "pt";
   return f;
 }

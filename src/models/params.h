@@ -19,7 +19,8 @@ struct ParamStore {
   // Weights from a safetensors file: every parameter must be present with its shape; tensors the
   // model maps to "" are ignored; anything else unknown is an error naming the file and tensor.
   static ParamStore load(const Model& model, Backend& backend, const std::filesystem::path& file);
-  SafetensorsFile to_safetensors() const;
+  // The checkpoint file's tensors (the model's checkpoint layout, HF names).
+  SafetensorsFile to_safetensors(const Model& model) const;
 
   // Binds every parameter node of `nodes` in `program`.
   void bind(Program& program, const ModelNodes& nodes) const;

@@ -101,3 +101,64 @@ extern const OpDef silu_def{"silu", 1, unary_shape, silu_ref, silu_bwd};
 extern const OpDef silu_grad_def{"silu_grad", 2, unary_grad_shape, silu_grad_ref, nullptr};
 
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// sigmoid(x) = 1 / (1 + e^-x); sigmoid_grad(y, dy) = dy * y * (1 - y) from the output y.
+void sigmoid_ref(const Node&, std::span<const RefTensor* const> in, RefTensor& out) {
+  for (size_t i = 0; i < out.data.size(); ++i) out.data[i] = 1.0 / (1.0 + std::exp(-in[0]->data[i]));
+}
+void sigmoid_bwd(GradBuilder& b) {
+  b.to(0, b.add(OpKind::sigmoid_grad, {b.node().id, b.grad_out()}, NoAttrs{}, "x"));
+}
+void sigmoid_grad_ref(const Node&, std::span<const RefTensor* const> in, RefTensor& out) {
+  for (size_t i = 0; i < out.data.size(); ++i) {
+    const double y = in[0]->data[i];
+    out.data[i] = in[1]->data[i] * y * (1.0 - y);
+  }
+}
+
+// swiglu(x [..., 2I]) = silu(x[..., :I]) * x[..., I:]: the gate half first, as HF's fused
+// gate_up_proj. swiglu_grad(x, dy) -> [..., 2I].
+Shape swiglu_shape(const Node& n, std::span<const Node* const> in) {
+  expect_rank_at_least(n, *in[0], 1);
+  check(in[0]->shape.back() % 2 == 0, "swiglu at node '", n.name, "': last dim ", in[0]->shape.back(), " must be even");
+  Shape s = in[0]->shape;
+  s.back() /= 2;
+  return s;
+}
+void swiglu_ref(const Node&, std::span<const RefTensor* const> in, RefTensor& out) {
+  const int64_t I = out.shape.back(), rows = out.numel() / I;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < I; ++c) {
+      const double g = in[0]->data[static_cast<size_t>(r * 2 * I + c)], u = in[0]->data[static_cast<size_t>(r * 2 * I + I + c)];
+      out.data[static_cast<size_t>(r * I + c)] = g / (1.0 + std::exp(-g)) * u;
+    }
+}
+void swiglu_bwd(GradBuilder& b) { b.to(0, b.add(OpKind::swiglu_grad, {b.in(0), b.grad_out()}, NoAttrs{}, "x")); }
+Shape swiglu_grad_shape(const Node& n, std::span<const Node* const> in) {
+  Shape s = swiglu_shape(n, in.first(1));
+  check(in[1]->shape == s, "swiglu_grad at node '", n.name, "': dout shape ", shape_str(in[1]->shape), " != ", shape_str(s));
+  return in[0]->shape;
+}
+void swiglu_grad_ref(const Node&, std::span<const RefTensor* const> in, RefTensor& out) {
+  const int64_t I = in[1]->shape.back(), rows = in[1]->numel() / I;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < I; ++c) {
+      const size_t gi = static_cast<size_t>(r * 2 * I + c), ui = gi + static_cast<size_t>(I);
+      const double g = in[0]->data[gi], u = in[0]->data[ui], dy = in[1]->data[static_cast<size_t>(r * I + c)];
+      const double s = 1.0 / (1.0 + std::exp(-g));
+      out.data[gi] = dy * u * s * (1.0 + g * (1.0 - s));
+      out.data[ui] = dy * g * s;
+    }
+}
+
+}  // namespace
+
+extern const OpDef sigmoid_def{"sigmoid", 1, unary_shape, sigmoid_ref, sigmoid_bwd};
+extern const OpDef sigmoid_grad_def{"sigmoid_grad", 2, unary_grad_shape, sigmoid_grad_ref, nullptr};
+extern const OpDef swiglu_def{"swiglu", 1, swiglu_shape, swiglu_ref, swiglu_bwd};
+extern const OpDef swiglu_grad_def{"swiglu_grad", 2, swiglu_grad_shape, swiglu_grad_ref, nullptr};
+
+}  // namespace tandem

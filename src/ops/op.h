@@ -62,6 +62,8 @@ struct OpDef {
   void (*reference)(const Node& node, std::span<const RefTensor* const> inputs, RefTensor& out);
   // Backward rule; nullptr when the op is not differentiable (backward kernels, index inputs).
   void (*backward)(GradBuilder& b);
+  // Output dtype; nullptr means f32 (index-producing ops return i32, views keep their input's).
+  DType (*dtype)(std::span<const Node* const> inputs) = nullptr;
 };
 
 const OpDef& op_def(OpKind op);

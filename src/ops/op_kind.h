@@ -19,7 +19,17 @@ namespace tandem {
   X(softmax) X(softmax_grad)                                                                \
   X(attention) X(attention_grad)                      /* fused causal attention */          \
   X(attention_cached)                                 /* decoding with a KV cache */        \
-  X(cross_entropy) X(cross_entropy_grad)
+  X(cross_entropy) X(cross_entropy_grad)                                                    \
+  X(slice_last) X(pad_last) X(concat_last)            /* windows of the last dim */         \
+  X(sigmoid) X(sigmoid_grad) X(swiglu) X(swiglu_grad)                                       \
+  X(rope)                                             /* rotary embedding (self-adjoint) */ \
+  X(mla_qkv) X(mla_qkv_grad)                          /* MLA heads -> attention's layout */ \
+  X(attention_latent)                                 /* MLA decoding on a latent cache */  \
+  X(topk_route) X(route_weights) X(route_weights_grad) /* DeepSeekMoE routing */            \
+  X(moe_dispatch) X(moe_dispatch_grad)                /* token rows grouped by expert */    \
+  X(grouped_matmul) X(grouped_matmul_grad_w)          /* one weight matrix per expert */    \
+  X(moe_combine) X(moe_combine_grad_y) X(moe_combine_grad_w)                                \
+  X(shift_tokens)                                     /* labels for multi-token prediction */
 
 enum class OpKind : uint8_t {
 #define TANDEM_ENUM(name) name,

@@ -127,8 +127,7 @@ Tokenizer Tokenizer::train_bpe(std::string_view text, int vocab_size) {
     impl->model_tokens.push_back(byte_level::encode(t));
   }
   impl->merges = std::move(trained.merges);
-  impl->splits = {splitter};
-  impl->regex_in_byte_level = true;
+  impl->byte_level_regex = splitter;
   impl->finalize("BPE tokenizer");
   return Tokenizer(impl);
 }
@@ -151,7 +150,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
 
   // Per-call cache: pre-tokenized words repeat a lot in natural text.
   std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache;
-  std::vector<std::string_view> pieces, refined;
+  std::vector<std::string_view> pieces, refined, words;
   std::vector<int32_t> ids;
 
   auto encode_segment = [&](std::string_view seg, size_t seg_offset) {
@@ -168,40 +167,59 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
       }
       return;
     }
+    // Byte offset in `text` of byte i of a word, for error messages. A word may lie in `prefixed`
+    // (its piece behind ByteLevel's prefix space) rather than in `text`.
+    std::string_view piece;
     std::string prefixed;
-    if (m.add_prefix_space && seg.front() != ' ') {
-      prefixed.assign(1, ' ');
-      prefixed += seg;
-      seg = prefixed;
-    }
+    auto offset_of = [&](std::string_view word, size_t i) {
+      if (word.data() >= text.data() && word.data() < text.data() + text.size())
+        return static_cast<size_t>(word.data() - text.data()) + i;
+      const size_t in_prefixed = static_cast<size_t>(word.data() - prefixed.data()) + i;
+      return static_cast<size_t>(piece.data() - text.data()) + (in_prefixed ? in_prefixed - 1 : 0);
+    };
+    auto encode_word = [&](std::string_view word) {
+      if (auto hit = cache.find(word); hit != cache.end()) {
+        out.insert(out.end(), hit->second.begin(), hit->second.end());
+        return;
+      }
+      ids.clear();
+      if (m.ignore_merges)
+        if (auto it = m.model_ids.find(byte_level::encode(word)); it != m.model_ids.end()) ids.push_back(it->second);
+      if (ids.empty()) {
+        for (size_t i = 0; i < word.size(); ++i) {
+          const auto b = static_cast<unsigned char>(word[i]);
+          if (m.byte_ids[b] < 0)
+            throw Error("cannot encode text: byte " + hex_byte(b) + " at byte offset " + std::to_string(offset_of(word, i)) +
+                        " has no token in the BPE vocabulary");
+          ids.push_back(m.byte_ids[b]);
+        }
+        m.merge_table.apply(ids);
+      }
+      out.insert(out.end(), ids.begin(), ids.end());
+      cache.emplace(std::string(word), ids);
+    };
+
     pieces.assign(1, seg);
     for (const auto& splitter : m.splits) {
       refined.clear();
       for (auto p : pieces) splitter->split(p, refined);
       pieces.swap(refined);
     }
-    for (auto piece : pieces) {
-      if (auto hit = cache.find(piece); hit != cache.end()) {
-        out.insert(out.end(), hit->second.begin(), hit->second.end());
+    // ByteLevel, like HF, acts on each piece the splits left: prefix space, then its own regex.
+    for (std::string_view p : pieces) {
+      piece = p;
+      if (m.add_prefix_space && p.front() != ' ') {
+        prefixed.assign(1, ' ');
+        prefixed += p;
+        p = prefixed;
+      }
+      if (!m.byte_level_regex) {
+        encode_word(p);
         continue;
       }
-      ids.clear();
-      if (m.ignore_merges)
-        if (auto it = m.model_ids.find(byte_level::encode(piece)); it != m.model_ids.end()) ids.push_back(it->second);
-      if (ids.empty()) {
-        for (size_t i = 0; i < piece.size(); ++i) {
-          const auto b = static_cast<unsigned char>(piece[i]);
-          if (m.byte_ids[b] < 0) {
-            const size_t offset = prefixed.empty() ? seg_offset + (piece.data() - seg.data()) + i : seg_offset;
-            throw Error("cannot encode text: byte " + hex_byte(b) + " at byte offset " + std::to_string(offset) +
-                        " has no token in the BPE vocabulary");
-          }
-          ids.push_back(m.byte_ids[b]);
-        }
-        m.merge_table.apply(ids);
-      }
-      out.insert(out.end(), ids.begin(), ids.end());
-      cache.emplace(std::string(piece), ids);
+      words.clear();
+      m.byte_level_regex->split(p, words);
+      for (auto w : words) encode_word(w);
     }
   };
 

@@ -2,7 +2,9 @@
 // Python ecosystem reads them too:
 //  - character: one token per distinct Unicode codepoint (WordLevel model, Split-every-char
 //    pre-tokenizer, Fuse decoder);
-//  - GPT-2 style byte-level BPE (trained here, or loaded from HF / converted GGUF files).
+//  - GPT-2 style byte-level BPE (trained here, or loaded from HF / converted GGUF files),
+//    pre-tokenized by ByteLevel's GPT-2 regex or, as DeepSeek's files do, by a Sequence of Split
+//    regexes (any HF behavior, invert, Regex or String patterns) followed by ByteLevel.
 #pragma once
 #include <cstdint>
 #include <filesystem>

@@ -43,12 +43,11 @@ struct Tokenizer::Impl {
   // Byte-level BPE.
   std::vector<TokenPair> merges;  // by rank
   bool ignore_merges = false;
-  bool add_prefix_space = false;
-  // Split regexes applied in order. `regex_in_byte_level` records whether the file spelled the
-  // GPT-2 regex as ByteLevel(use_regex=true) rather than as explicit Split pre-tokenizers, so
-  // save() writes the same shape back.
+  // Pre-tokenization, as HF's Sequence[Split..., ByteLevel]: the Split pre-tokenizers in order,
+  // then per piece ByteLevel's prefix space and, with use_regex, the GPT-2 regex (null without).
   std::vector<std::shared_ptr<const RegexSplitter>> splits;
-  bool regex_in_byte_level = true;
+  bool add_prefix_space = false;
+  std::shared_ptr<const RegexSplitter> byte_level_regex;
 
   std::optional<int32_t> bos, eos;
 

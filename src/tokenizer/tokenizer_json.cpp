@@ -25,6 +25,13 @@ const json* get(const json& obj, const char* key) {
   return it == obj.end() || it->is_null() ? nullptr : &*it;
 }
 
+// {"type": "Sequence", list_key: []}
+bool is_empty_sequence(const json& v, const char* list_key) {
+  if (!v.is_object() || v.value("type", "") != "Sequence") return false;
+  const json* list = get(v, list_key);
+  return list && list->is_array() && list->empty();
+}
+
 struct Reader {
   std::string file;  // prefixes every message
 
@@ -50,22 +57,31 @@ struct Reader {
   }
 };
 
-// {"type": "Split", "pattern": {"Regex": ...}, "behavior": "Isolated", "invert": false}
-std::string split_regex(const Reader& r, const json& pt, const std::string& field) {
+// {"type": "Split", "pattern": {"Regex": ...} or {"String": ...}, "behavior": ..., "invert": ...}
+SplitSpec read_split(const Reader& r, const json& pt, const std::string& field) {
+  SplitSpec spec;
   const json* pattern = get(pt, "pattern");
-  if (!pattern || !pattern->is_object() || !get(*pattern, "Regex"))
-    r.fail(field + ".pattern", "only {\"Regex\": ...} patterns are supported");
+  if (!pattern || !pattern->is_object() || pattern->size() != 1 || !(get(*pattern, "Regex") || get(*pattern, "String")))
+    r.fail(field + ".pattern", "expected {\"Regex\": ...} or {\"String\": ...}");
+  spec.literal = get(*pattern, "String") != nullptr;
+  spec.pattern = r.str(*pattern, spec.literal ? "String" : "Regex", field + ".pattern");
   const std::string behavior = r.str(pt, "behavior", field);
-  if (behavior != "Isolated") r.fail(field + ".behavior", "'" + behavior + "' is not supported (only Isolated)");
-  if (r.flag(pt, "invert", false, field)) r.fail(field + ".invert", "true is not supported");
-  return r.str(*pattern, "Regex", field + ".pattern");
+  const auto parsed = split_behavior_from_name(behavior);
+  if (!parsed)
+    r.fail(field + ".behavior", "'" + behavior + "' is not one of Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous");
+  spec.behavior = *parsed;
+  spec.invert = r.flag(pt, "invert", false, field);
+  return spec;
+}
+
+std::shared_ptr<const RegexSplitter> make_split(const Reader& r, const json& pt, const std::string& field) {
+  return std::make_shared<const RegexSplitter>(read_split(r, pt, field), r.file + ": " + field);
 }
 
 void read_byte_level_pre_tokenizer(const Reader& r, const json& pt, const std::string& field, Tokenizer::Impl& m) {
   m.add_prefix_space = r.flag(pt, "add_prefix_space", true, field);
-  m.regex_in_byte_level = r.flag(pt, "use_regex", true, field);
-  if (m.regex_in_byte_level)
-    m.splits.push_back(std::make_shared<const RegexSplitter>(kGpt2Pattern, r.file + ": " + field));
+  if (r.flag(pt, "use_regex", true, field))
+    m.byte_level_regex = std::make_shared<const RegexSplitter>(kGpt2Pattern, r.file + ": " + field);
 }
 
 void read_bpe_pre_tokenizer(const Reader& r, const json* pt, Tokenizer::Impl& m) {
@@ -82,7 +98,7 @@ void read_bpe_pre_tokenizer(const Reader& r, const json* pt, Tokenizer::Impl& m)
     const std::string item_type = r.str(item, "type", field);
     const bool last = i + 1 == list->size();
     if (item_type == "Split" && !last) {
-      m.splits.push_back(std::make_shared<const RegexSplitter>(split_regex(r, item, field), r.file + ": " + field));
+      m.splits.push_back(make_split(r, item, field));
     } else if (item_type == "ByteLevel" && last) {
       read_byte_level_pre_tokenizer(r, item, field, m);
     } else {
@@ -96,6 +112,7 @@ void read_vocab(const Reader& r, const json& model, Tokenizer::Impl& m) {
   const json* vocab = get(model, "vocab");
   if (!vocab || !vocab->is_object()) r.fail("model.vocab", "expected an object mapping tokens to ids");
   m.model_tokens.assign(vocab->size(), {});
+  m.model_ids.reserve(vocab->size());
   std::vector<bool> seen(vocab->size(), false);
   for (const auto& [token, id_json] : vocab->items()) {
     if (!id_json.is_number_integer()) r.fail("model.vocab['" + token + "']", "expected an integer id");
@@ -184,7 +201,9 @@ Tokenizer Tokenizer::load(const fs::path& path) {
   auto impl = std::make_shared<Impl>();
   Impl& m = *impl;
 
-  if (const json* n = get(j, "normalizer")) r.fail("normalizer", "'" + n->value("type", n->dump()) + "' is not supported (must be null)");
+  // An empty Sequence normalizer (some converted files have one) does nothing, like null.
+  if (const json* n = get(j, "normalizer"); n && !is_empty_sequence(*n, "normalizers"))
+    r.fail("normalizer", "'" + n->value("type", n->dump()) + "' is not supported (must be null)");
   const json* model = get(j, "model");
   if (!model || !model->is_object()) r.fail("model", "expected an object");
   // Very old files omit model.type; a "merges" list identifies BPE there.
@@ -200,8 +219,12 @@ Tokenizer Tokenizer::load(const fs::path& path) {
     // WordLevel is accepted only as tandem's own character tokenizer.
     m.kind = Impl::Kind::Char;
     read_vocab(r, *model, m);
-    if (!pre || r.str(*pre, "type", "pre_tokenizer") != "Split" ||
-        split_regex(r, *pre, "pre_tokenizer") != kEveryCharPattern)
+    const auto is_every_char = [&] {
+      if (!pre || r.str(*pre, "type", "pre_tokenizer") != "Split") return false;
+      const SplitSpec spec = read_split(r, *pre, "pre_tokenizer");
+      return !spec.literal && spec.pattern == kEveryCharPattern && spec.behavior == SplitBehavior::Isolated;
+    };
+    if (!is_every_char())
       r.fail("pre_tokenizer", std::string("a WordLevel model is supported only as a character tokenizer, with a Split on regex ") +
                                   std::string(kEveryCharPattern));
     if (decoder_type != "Fuse") r.fail("decoder.type", "'" + decoder_type + "' is not supported for WordLevel (expected Fuse)");
@@ -263,14 +286,19 @@ void Tokenizer::save(const fs::path& path) const {
     auto byte_level = [&](bool use_regex) {
       return ordered_json{{"type", "ByteLevel"}, {"add_prefix_space", m.add_prefix_space}, {"trim_offsets", true}, {"use_regex", use_regex}};
     };
-    const size_t explicit_splits = m.splits.size() - (m.regex_in_byte_level ? 1 : 0);
-    if (explicit_splits == 0) {
-      j["pre_tokenizer"] = byte_level(m.regex_in_byte_level);
+    const bool use_regex = m.byte_level_regex != nullptr;
+    if (m.splits.empty()) {
+      j["pre_tokenizer"] = byte_level(use_regex);
     } else {
       ordered_json seq = ordered_json::array();
-      for (size_t i = 0; i < explicit_splits; ++i)
-        seq.push_back({{"type", "Split"}, {"pattern", {{"Regex", m.splits[i]->pattern()}}}, {"behavior", "Isolated"}, {"invert", false}});
-      seq.push_back(byte_level(m.regex_in_byte_level));
+      for (const auto& split : m.splits) {
+        const SplitSpec& spec = split->spec();
+        seq.push_back({{"type", "Split"},
+                       {"pattern", {{spec.literal ? "String" : "Regex", spec.pattern}}},
+                       {"behavior", split_behavior_name(spec.behavior)},
+                       {"invert", spec.invert}});
+      }
+      seq.push_back(byte_level(use_regex));
       j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", std::move(seq)}};
     }
     j["post_processor"] = nullptr;
@@ -301,7 +329,8 @@ void Tokenizer::save(const fs::path& path) const {
     for (size_t i = 0; i < m.merges.size(); ++i) {
       const std::string& a = m.model_tokens[m.merges[i].first];
       const std::string& b = m.model_tokens[m.merges[i].second];
-      model_text += (i ? ",\n  " : "\n  ") + (pairs ? "[" + quote(a) + "," + quote(b) + "]" : quote(a + " " + b));
+      model_text += i ? ",\n  " : "\n  ";
+      model_text += pairs ? '[' + quote(a) + ',' + quote(b) + ']' : quote(a + ' ' + b);
     }
     model_text += "\n ]";
   }

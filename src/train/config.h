@@ -14,6 +14,15 @@ struct TrainConfig {
   int64_t grad_accum = 1, eval_interval = 250, eval_steps = 20;
   double learning_rate = 1e-3, min_lr = 1e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.99, adam_eps = 1e-8;
   double grad_clip = 1.0;
+  // Training guards (train/guards.h): skip updates with a non-finite loss or gradient norm, or a
+  // loss above median + guard_spike_k robust deviations of the last guard_window accepted losses
+  // (0: no spike check); roll back after guard_rollback_after bad steps in a row (0: never).
+  bool guard = true;
+  double guard_spike_k = 8.0;
+  int64_t guard_window = 50, guard_rollback_after = 3;
+  // DeepSeek: weight of the multi-token-prediction loss (lambda); router bias step gamma of the
+  // auxiliary-loss-free balancing (bias_i += gamma * sign(mean load - load_i) after each step; 0: off).
+  double mtp_loss_weight = 0.3, router_bias_update_rate = 0.001;
 
   // `source`: a preset name or a JSON file path; `sets`: "key=value" overrides (value is JSON if it
   // parses as JSON, else a string).

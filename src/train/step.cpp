@@ -1,6 +1,7 @@
 #include "train/step.h"
 
 #include <cmath>
+#include <algorithm>
 #include <numeric>
 
 #include "core/error.h"
@@ -20,13 +21,21 @@ TrainingProgram::TrainingProgram(const Model& model, Backend& backend, const Par
     : B_(B), T_(T), keep_logits_(keep_logits) {
   nodes_ = model.build(graph_, B, T, GraphMode::train);
   std::vector<NodeId> wrt;
-  for (const auto& s : params.specs) wrt.push_back(nodes_.params.at(s.name));
+  for (const auto& s : params.specs)
+    if (s.trainable) wrt.push_back(nodes_.params.at(s.name));
   backward_ = build_backward(graph_, nodes_.loss, wrt);
-  std::set<NodeId> keep{nodes_.loss};
-  for (NodeId w : wrt) {
-    grad_nodes_.push_back(backward_.grad.at(w));
+  std::set<NodeId> keep{nodes_.loss, nodes_.lm_loss};
+  for (const auto& s : params.specs) {
+    if (!s.trainable) {
+      grad_nodes_.push_back(-1);
+      no_grad_.push_back(Tensor::zeros(backend, s.shape, DType::f32));
+      continue;
+    }
+    grad_nodes_.push_back(backward_.grad.at(nodes_.params.at(s.name)));
     keep.insert(grad_nodes_.back());
   }
+  for (const auto& [name, id] : nodes_.extra_losses) keep.insert(id);
+  for (const auto& [name, id] : nodes_.router_choices) keep.insert(id);
   if (keep_logits) keep.insert(nodes_.logits);
   program_ = std::make_unique<Program>(graph_, backend, keep);
   params.bind(*program_, nodes_);
@@ -43,10 +52,33 @@ double TrainingProgram::run(std::span<const int32_t> input_ids, std::span<const 
   ids_.copy_from_host_i32(input_ids);
   labels_.copy_from_host_i32(labels);
   program_->run();
-  return program_->get(nodes_.loss).to_host()[0];
+  return program_->get(nodes_.lm_loss).to_host()[0];
 }
 
-const Tensor& TrainingProgram::grad(size_t i) const { return program_->get(grad_nodes_.at(i)); }
+const Tensor& TrainingProgram::grad(size_t i) const {
+  if (grad_nodes_.at(i) < 0) {
+    size_t k = 0;  // index among the non-trainable parameters
+    for (size_t j = 0; j < i; ++j) k += grad_nodes_[j] < 0;
+    return no_grad_.at(k);
+  }
+  return program_->get(grad_nodes_[i]);
+}
+
+std::vector<std::pair<std::string, double>> TrainingProgram::extra_losses() const {
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& [name, id] : nodes_.extra_losses) out.emplace_back(name, program_->get(id).to_host()[0]);
+  return out;
+}
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> TrainingProgram::expert_loads(int64_t n_experts) const {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  for (const auto& [name, id] : nodes_.router_choices) {
+    std::vector<int64_t> load(static_cast<size_t>(n_experts), 0);
+    for (int32_t e : program_->get(id).to_host_i32()) ++load.at(static_cast<size_t>(e));
+    out.emplace_back(name, std::move(load));
+  }
+  return out;
+}
 
 const Tensor& TrainingProgram::logits() const {
   check(keep_logits_, "TrainingProgram: logits were not kept");
@@ -55,7 +87,7 @@ const Tensor& TrainingProgram::logits() const {
 
 EvalProgram::EvalProgram(const Model& model, Backend& backend, const ParamStore& params, int64_t B, int64_t T) {
   nodes_ = model.build(graph_, B, T, GraphMode::train);
-  program_ = std::make_unique<Program>(graph_, backend, std::set<NodeId>{nodes_.loss});
+  program_ = std::make_unique<Program>(graph_, backend, std::set<NodeId>{nodes_.lm_loss});
   params.bind(*program_, nodes_);
   ids_ = Tensor::empty(backend, {B, T}, DType::i32);
   labels_ = Tensor::empty(backend, {B, T}, DType::i32);
@@ -68,7 +100,7 @@ double EvalProgram::run(std::span<const int32_t> input_ids, std::span<const int3
   ids_.copy_from_host_i32(input_ids);
   labels_.copy_from_host_i32(labels);
   program_->run();
-  return program_->get(nodes_.loss).to_host()[0];
+  return program_->get(nodes_.lm_loss).to_host()[0];
 }
 
 AdamW::AdamW(const ParamStore& params, Backend& backend)
@@ -77,11 +109,45 @@ AdamW::AdamW(const ParamStore& params, Backend& backend)
 void AdamW::step(ParamStore& params, const std::vector<const Tensor*>& grads, const TrainConfig& c, double lr,
                  int64_t step_number, float grad_scale) {
   for (size_t i = 0; i < params.tensors.size(); ++i) {
+    if (!params.specs[i].trainable) continue;
     AdamWStep s{static_cast<float>(lr), static_cast<float>(c.beta1), static_cast<float>(c.beta2),
                 static_cast<float>(c.adam_eps), params.specs[i].decay ? static_cast<float>(c.weight_decay) : 0.0f,
                 step_number, grad_scale};
     params.tensors[i].backend().adamw(params.tensors[i], *grads[i], exp_avg[i], exp_avg_sq[i], s);
   }
+}
+
+nlohmann::json balance_experts(const TrainingProgram& prog, ParamStore& params, double gamma, bool per_expert) {
+  nlohmann::json stats = nlohmann::json::object();
+  for (const auto& [layer, id] : prog.nodes().router_choices) {
+    const std::string bias_name = layer + ".gate.e_score_correction_bias";
+    size_t bi = 0;
+    while (bi < params.specs.size() && params.specs[bi].name != bias_name) ++bi;
+    check(bi < params.specs.size(), "balance_experts: no parameter '", bias_name, "'");
+    const int64_t E = params.specs[bi].shape.at(0);
+    std::vector<int64_t> load(static_cast<size_t>(E), 0);
+    for (int32_t e : prog.router_choices(id).to_host_i32()) ++load.at(static_cast<size_t>(e));
+    double total = 0;
+    for (int64_t l : load) total += static_cast<double>(l);
+    const double mean = total / static_cast<double>(E);
+    const auto [lo, hi] = std::minmax_element(load.begin(), load.end());
+    nlohmann::json s = {{"max_over_mean", static_cast<double>(*hi) / mean}, {"min_over_mean", static_cast<double>(*lo) / mean}};
+    if (per_expert) {
+      std::vector<double> frac;
+      for (int64_t l : load) frac.push_back(static_cast<double>(l) / total);
+      s["fraction"] = frac;
+    }
+    stats[layer] = s;
+    if (gamma > 0) {
+      std::vector<float> bias = params.tensors[bi].to_host();
+      for (int64_t e = 0; e < E; ++e) {
+        const double d = mean - static_cast<double>(load[static_cast<size_t>(e)]);
+        bias[static_cast<size_t>(e)] += static_cast<float>(gamma * (d > 0 ? 1.0 : d < 0 ? -1.0 : 0.0));
+      }
+      params.tensors[bi].copy_from_host(bias);
+    }
+  }
+  return stats;
 }
 
 double global_norm(Backend& backend, const std::vector<const Tensor*>& grads) {

@@ -17,8 +17,15 @@ class TrainingProgram {
                   bool keep_logits = false);
   // Forward and backward on one batch (B*T ids and labels, host memory); returns the loss.
   double run(std::span<const int32_t> input_ids, std::span<const int32_t> labels);
+  // The gradient of parameter i (zeros for parameters that are not trainable).
   const Tensor& grad(size_t param_index) const;
   const Tensor& logits() const;
+  // After run(): the reported losses besides `loss` (e.g. mtp_loss), and per MoE layer the number
+  // of tokens routed to each expert.
+  std::vector<std::pair<std::string, double>> extra_losses() const;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> expert_loads(int64_t n_experts) const;
+  const ModelNodes& nodes() const { return nodes_; }
+  const Tensor& router_choices(NodeId id) const { return program_->get(id); }
   int64_t batch() const { return B_; }
   int64_t seq_len() const { return T_; }
 
@@ -26,7 +33,8 @@ class TrainingProgram {
   Graph graph_;
   ModelNodes nodes_;
   Backward backward_;
-  std::vector<NodeId> grad_nodes_;
+  std::vector<NodeId> grad_nodes_;  // -1 for parameters that are not trainable
+  std::vector<Tensor> no_grad_;     // zeros standing in for their gradients
   std::unique_ptr<Program> program_;
   Tensor ids_, labels_;
   int64_t B_, T_;
@@ -46,7 +54,8 @@ class EvalProgram {
   Tensor ids_, labels_;
 };
 
-// AdamW with PyTorch's semantics; weight decay only on params whose spec says so.
+// AdamW with PyTorch's semantics; weight decay only on params whose spec says so; parameters
+// that are not trainable (buffers) are left alone.
 class AdamW {
  public:
   AdamW(const ParamStore& params, Backend& backend);
@@ -55,6 +64,12 @@ class AdamW {
             int64_t step_number, float grad_scale);
   std::vector<Tensor> exp_avg, exp_avg_sq;
 };
+
+// DeepSeek's auxiliary-loss-free load balancing, after an optimizer step: for every MoE layer of
+// the last forward pass, e_score_correction_bias_i += gamma * sign(mean load - load_i) (gamma 0:
+// statistics only). Returns per-layer load statistics for metrics.jsonl: max/mean and min/mean,
+// and with `per_expert` each expert's fraction of the routed tokens.
+nlohmann::json balance_experts(const TrainingProgram& prog, ParamStore& params, double gamma, bool per_expert);
 
 // sqrt(sum of squares) over all gradients, in a fixed order.
 double global_norm(Backend& backend, const std::vector<const Tensor*>& grads);

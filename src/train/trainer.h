@@ -1,4 +1,7 @@
-// `tandem train`: the training loop with evaluation, metrics, progress, checkpoints and resume.
+// `tandem train`: the training loop with evaluation, metrics, progress, checkpoints, resume and
+// fault tolerance (training guards, rollback, gradient re-verification, graceful stop on
+// SIGTERM/SIGINT, checkpoint retention). Every anomaly is a line in RUN/metrics.jsonl
+// ({"event": ...}) and in the human-readable RUN/events.log.
 #pragma once
 #include <filesystem>
 #include <optional>
@@ -13,9 +16,17 @@ struct TrainOptions {
   std::filesystem::path data_dir, out_dir;
   std::optional<int64_t> steps;  // stop after this many total steps (default: max_steps)
   int64_t checkpoint_every = 0;  // 0: only at the end
+  int64_t keep_last = 0;         // retention: keep the newest K checkpoints (0: keep all)
+  int64_t keep_every = 0;        // ... and every checkpoint whose step is a multiple of M
+  int64_t verify_every = 0;      // recompute every N-th step and compare gradients bit for bit (0: off)
+  bool continue_on_checkpoint_error = false;  // a failed periodic checkpoint is an event, not the end
   bool resume = false;
   uint64_t seed = 1337;
   std::string backend = "cpu";
+  // Fault injection for tests; each injection fires once per process, like a transient fault.
+  std::vector<int64_t> inject_nan_at;          // these steps' loss and first gradient become NaN
+  std::vector<int64_t> inject_bitflip_at;      // these steps' first gradient gets one bit flipped
+  std::optional<uint64_t> inject_write_limit;  // checkpoint writes fail with ENOSPC after this many bytes
 };
 
 void train(const TrainOptions& opts);

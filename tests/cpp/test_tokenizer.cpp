@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "tokenizer/pretokenize.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -226,4 +227,103 @@ TEST(TokenizerJson, TokenizerConfigSuppliesBosEos) {
   const Tokenizer tok = Tokenizer::load(dir.path);
   EXPECT_EQ(tok.bos_id(), 257);
   EXPECT_EQ(tok.eos_id(), 258);
+}
+
+namespace {
+
+// The pieces a Split pre-tokenizer cuts `text` into.
+std::vector<std::string> split(const std::string& pattern, tandem::SplitBehavior behavior, bool invert,
+                               std::string_view text, bool literal = false) {
+  const tandem::RegexSplitter splitter(tandem::SplitSpec{pattern, literal, behavior, invert}, "test");
+  std::vector<std::string_view> pieces;
+  splitter.split(text, pieces);
+  return {pieces.begin(), pieces.end()};
+}
+
+using Pieces = std::vector<std::string>;
+
+}  // namespace
+
+// Expected pieces are what HF tokenizers' pre_tokenizers.Split(...).pre_tokenize_str gives.
+TEST(SplitPreTokenizer, BehaviorsMatchHf) {
+  using B = tandem::SplitBehavior;
+  EXPECT_EQ(split("-", B::Removed, false, "a--b-c-"), (Pieces{"a", "b", "c"}));
+  EXPECT_EQ(split("-", B::Removed, true, "a--b-c-"), (Pieces{"-", "-", "-", "-"}));
+  EXPECT_EQ(split("-", B::Isolated, false, "a--b-c-"), (Pieces{"a", "-", "-", "b", "-", "c", "-"}));
+  EXPECT_EQ(split("-", B::Isolated, true, "a--b-c-"), (Pieces{"a", "-", "-", "b", "-", "c", "-"}));
+  EXPECT_EQ(split("-", B::MergedWithPrevious, false, "a--b-c-"), (Pieces{"a-", "-", "b-", "c-"}));
+  EXPECT_EQ(split("-", B::MergedWithPrevious, true, "a--b-c-"), (Pieces{"a", "-", "-b", "-c", "-"}));
+  EXPECT_EQ(split("-", B::MergedWithNext, false, "a--b-c-"), (Pieces{"a", "-", "-b", "-c", "-"}));
+  EXPECT_EQ(split("-", B::MergedWithNext, true, "a--b-c-"), (Pieces{"a-", "-", "b-", "c-"}));
+  EXPECT_EQ(split("-", B::Contiguous, false, "a--b-c-"), (Pieces{"a", "--", "b", "-", "c", "-"}));
+  EXPECT_EQ(split("-", B::Contiguous, true, "a--b-c-"), (Pieces{"a", "--", "b", "-", "c", "-"}));
+
+  EXPECT_EQ(split(R"(\d)", B::Removed, false, "12ab3"), (Pieces{"ab"}));
+  EXPECT_EQ(split(R"(\d)", B::Removed, true, "12ab3"), (Pieces{"1", "2", "3"}));
+  EXPECT_EQ(split(R"(\d)", B::MergedWithPrevious, false, "12ab3"), (Pieces{"1", "2", "ab3"}));
+  EXPECT_EQ(split(R"(\d)", B::MergedWithPrevious, true, "12ab3"), (Pieces{"1", "2ab", "3"}));
+  EXPECT_EQ(split(R"(\d)", B::MergedWithNext, false, "12ab3"), (Pieces{"1", "2ab", "3"}));
+  EXPECT_EQ(split(R"(\d)", B::MergedWithNext, true, "12ab3"), (Pieces{"1", "2", "ab3"}));
+  EXPECT_EQ(split(R"(\d)", B::Contiguous, false, "12ab3"), (Pieces{"12", "ab", "3"}));
+  EXPECT_TRUE(split(R"(\d)", B::Isolated, false, "").empty());
+}
+
+TEST(SplitPreTokenizer, EmptyMatchesAnchorsAndLiterals) {
+  using B = tandem::SplitBehavior;
+  // Empty matches cut like Oniguruma's find_iter; they never yield empty pieces.
+  EXPECT_EQ(split("x*", B::Isolated, false, "abx"), (Pieces{"a", "b", "x"}));
+  EXPECT_EQ(split("x*", B::Removed, false, "abx"), (Pieces{"a", "b"}));
+  EXPECT_EQ(split("x*", B::MergedWithNext, false, "abx"), (Pieces{"a", "b", "x"}));
+  // $ and ^ match at line breaks, as in Oniguruma (DeepSeek-LLM's "\s+$").
+  EXPECT_EQ(split(R"(\s+$)", B::Isolated, false, "a  \nb  \n"), (Pieces{"a", "  ", "\nb", "  \n"}));
+  EXPECT_EQ(split("^a", B::Isolated, false, "a\na\n"), (Pieces{"a", "\n", "a", "\n"}));
+  // {"String": ...} patterns are plain text; an empty one matches nothing.
+  EXPECT_EQ(split(".", B::Removed, false, "a.b", true), (Pieces{"a", "b"}));
+  EXPECT_EQ(split("", B::Removed, false, "a.b", true), (Pieces{"a.b"}));
+  // Non-ASCII ranges and properties work on codepoints.
+  EXPECT_EQ(split("[一-龥]+|\\p{N}", B::Isolated, false, "ab中文12"), (Pieces{"ab", "中文", "1", "2"}));
+}
+
+TEST(TokenizerJson, SplitSequenceLoadsSavesAndRejectsByName) {
+  TempDir dir;
+  const std::string bl = R"({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false})";
+  std::string json = tiny_bpe_json(R"(["a b", "ab c"])");
+  const std::string old_pre = R"({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})";
+  json.replace(json.find(old_pre), old_pre.size(),
+               R"({"type": "Sequence", "pretokenizers": [
+                   {"type": "Split", "pattern": {"Regex": "[\r\n]"}, "behavior": "Isolated", "invert": false},
+                   {"type": "Split", "pattern": {"String": "b"}, "behavior": "MergedWithNext", "invert": false},
+                   {"type": "Split", "pattern": {"Regex": " +"}, "behavior": "Removed", "invert": false}, )" + bl + "]}");
+  // An empty Sequence normalizer is accepted as "none".
+  json.replace(json.find(R"("normalizer": null)"), 18, R"("normalizer": {"type": "Sequence", "normalizers": []})");
+  write_file(dir.path / "tokenizer.json", json);
+  const Tokenizer tok = Tokenizer::load(dir.path);
+  // "abc ab\nabc" -> "a" "bc" | "a" "b" | "\n" | "a" "bc": the merge a+b never crosses a cut.
+  const auto ids = tok.encode("abc ab\nabc");
+  EXPECT_EQ(ids, (std::vector<int32_t>{'a', 'b', 'c', 'a', 'b', 10, 'a', 'b', 'c'}));
+  EXPECT_EQ(tok.encode("abcab"), (std::vector<int32_t>{'a', 'b', 'c', 'a', 'b'}));
+  tok.save(dir.path / "again.json");
+  const std::string saved = read_file(dir.path / "again.json");
+  EXPECT_NE(saved.find(R"("String": "b")"), std::string::npos) << saved.substr(0, 1500);
+  EXPECT_NE(saved.find(R"("behavior": "MergedWithNext")"), std::string::npos);
+  EXPECT_NE(saved.find(R"("behavior": "Removed")"), std::string::npos);
+  EXPECT_EQ(Tokenizer::load(dir.path / "again.json").encode("abc ab\nabc"), ids);
+
+  auto load_error = [&](const std::string& bad) {
+    write_file(dir.path / "bad.json", bad);
+    return error_of([&] { Tokenizer::load(dir.path / "bad.json"); });
+  };
+  std::string bad = json;
+  bad.replace(bad.find(R"("normalizers": [])"), 17, R"("normalizers": [{"type": "NFC"}])");
+  EXPECT_NE(load_error(bad).find("normalizer: 'Sequence' is not supported"), std::string::npos) << load_error(bad);
+  bad = json;
+  bad.replace(bad.find("MergedWithNext"), 14, "Sideways");
+  EXPECT_NE(load_error(bad).find("pre_tokenizer.pretokenizers[1].behavior: 'Sideways'"), std::string::npos) << load_error(bad);
+  bad = json;
+  bad.replace(bad.find(R"({"String": "b"})"), 15, R"({"Regex": "(b"})");
+  EXPECT_NE(load_error(bad).find("pre_tokenizer.pretokenizers[1]: cannot compile regex '(b'"), std::string::npos)
+      << load_error(bad);
+  bad = json;
+  bad.replace(bad.find(R"({"String": "b"})"), 15, R"({"Glob": "b"})");
+  EXPECT_NE(load_error(bad).find("pre_tokenizer.pretokenizers[1].pattern"), std::string::npos) << load_error(bad);
 }

@@ -45,7 +45,10 @@ cpu::Kernel kernel_for(OpKind op) {
     K(embedding) K(embedding_grad) K(matmul) K(add) K(mul) K(scale) K(sum_to) K(sum) K(broadcast)
     K(layernorm) K(layernorm_grad_x) K(layernorm_grad_w) K(rmsnorm) K(rmsnorm_grad_x) K(rmsnorm_grad_w)
     K(gelu) K(gelu_grad) K(silu) K(silu_grad) K(softmax) K(softmax_grad) K(attention) K(attention_grad) K(attention_cached)
-    K(cross_entropy) K(cross_entropy_grad)
+    K(cross_entropy) K(cross_entropy_grad) K(slice_last) K(pad_last) K(concat_last) K(sigmoid) K(sigmoid_grad)
+    K(swiglu) K(swiglu_grad) K(rope) K(mla_qkv) K(mla_qkv_grad) K(attention_latent) K(topk_route) K(route_weights)
+    K(route_weights_grad) K(moe_dispatch) K(moe_dispatch_grad) K(grouped_matmul) K(grouped_matmul_grad_w)
+    K(moe_combine) K(moe_combine_grad_y) K(moe_combine_grad_w) K(shift_tokens)
 #undef K
     default: return nullptr;
   }
@@ -53,8 +56,9 @@ cpu::Kernel kernel_for(OpKind op) {
 }  // namespace
 
 bool CpuBackend::supports(const Node& node) const {
-  // f32 compute only for now; bf16 kernels are a later addition.
-  return kernel_for(node.op) != nullptr && node.dtype == DType::f32;
+  // f32 compute only for now (index-producing ops output i32); bf16 kernels are a later addition.
+  if (kernel_for(node.op) == nullptr) return false;
+  return node.dtype == DType::f32 || node.op == OpKind::topk_route || node.op == OpKind::shift_tokens;
 }
 
 void CpuBackend::execute(const Node& node, std::span<const Tensor> inputs, const Tensor& output) {

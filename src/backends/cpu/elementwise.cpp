@@ -189,3 +189,74 @@ void silu_grad(const Node&, std::span<const Tensor> in, const Tensor& out) {
 }
 
 }  // namespace tandem::cpu
+
+namespace tandem::cpu {
+
+void sigmoid(const Node&, std::span<const Tensor> in, const Tensor& out) {
+  const float* x = f32(in[0]);
+  float* o = f32(out);
+  const int64_t n = out.numel();
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t b = 0; b < n; b += kBlockElems) {
+    const int64_t e = std::min(n, b + kBlockElems);
+    float t[kBlockElems];
+    for (int64_t i = b; i < e; ++i) t[i - b] = -x[i];
+    exp_inplace(t, e - b);
+#pragma omp simd
+    for (int64_t i = b; i < e; ++i) o[i] = 1.0f / (1.0f + t[i - b]);
+  }
+}
+
+void sigmoid_grad(const Node&, std::span<const Tensor> in, const Tensor& out) {
+  const float* y = f32(in[0]);
+  const float* g = f32(in[1]);
+  float* o = f32(out);
+  const int64_t n = out.numel();
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) o[i] = g[i] * y[i] * (1.0f - y[i]);
+}
+
+void swiglu(const Node&, std::span<const Tensor> in, const Tensor& out) {
+  const float* x = f32(in[0]);
+  float* o = f32(out);
+  const int64_t I = out.shape.back(), rows = out.numel() / I;
+#pragma omp parallel
+  {
+    std::vector<float> t(static_cast<size_t>(I));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* gate = x + r * 2 * I;
+      const float* up = gate + I;
+      for (int64_t c = 0; c < I; ++c) t[static_cast<size_t>(c)] = -gate[c];
+      exp_inplace(t.data(), I);
+#pragma omp simd
+      for (int64_t c = 0; c < I; ++c) o[r * I + c] = gate[c] / (1.0f + t[static_cast<size_t>(c)]) * up[c];
+    }
+  }
+}
+
+void swiglu_grad(const Node&, std::span<const Tensor> in, const Tensor& out) {
+  const float* x = f32(in[0]);
+  const float* dy = f32(in[1]);
+  float* o = f32(out);
+  const int64_t I = in[1].shape.back(), rows = in[1].numel() / I;
+#pragma omp parallel
+  {
+    std::vector<float> t(static_cast<size_t>(I));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* gate = x + r * 2 * I;
+      const float* up = gate + I;
+      for (int64_t c = 0; c < I; ++c) t[static_cast<size_t>(c)] = -gate[c];
+      exp_inplace(t.data(), I);
+#pragma omp simd
+      for (int64_t c = 0; c < I; ++c) {
+        const float s = 1.0f / (1.0f + t[static_cast<size_t>(c)]), g = dy[r * I + c];
+        o[r * 2 * I + c] = g * up[c] * s * (1.0f + gate[c] * (1.0f - s));
+        o[r * 2 * I + I + c] = g * gate[c] * s;
+      }
+    }
+  }
+}
+
+}  // namespace tandem::cpu

@@ -11,8 +11,8 @@
 namespace tandem::cpu {
 
 inline float* f32(const Tensor& t) { return reinterpret_cast<float*>(static_cast<char*>(t.storage->handle) + t.offset); }
-inline const int32_t* i32(const Tensor& t) {
-  return reinterpret_cast<const int32_t*>(static_cast<char*>(t.storage->handle) + t.offset);
+inline int32_t* i32(const Tensor& t) {
+  return reinterpret_cast<int32_t*>(static_cast<char*>(t.storage->handle) + t.offset);
 }
 
 using Kernel = void (*)(const Node&, std::span<const Tensor>, const Tensor&);
@@ -44,6 +44,28 @@ TANDEM_CPU_KERNEL(attention_grad)
 TANDEM_CPU_KERNEL(attention_cached)
 TANDEM_CPU_KERNEL(cross_entropy)
 TANDEM_CPU_KERNEL(cross_entropy_grad)
+TANDEM_CPU_KERNEL(slice_last)
+TANDEM_CPU_KERNEL(pad_last)
+TANDEM_CPU_KERNEL(concat_last)
+TANDEM_CPU_KERNEL(sigmoid)
+TANDEM_CPU_KERNEL(sigmoid_grad)
+TANDEM_CPU_KERNEL(swiglu)
+TANDEM_CPU_KERNEL(swiglu_grad)
+TANDEM_CPU_KERNEL(rope)
+TANDEM_CPU_KERNEL(mla_qkv)
+TANDEM_CPU_KERNEL(mla_qkv_grad)
+TANDEM_CPU_KERNEL(attention_latent)
+TANDEM_CPU_KERNEL(topk_route)
+TANDEM_CPU_KERNEL(route_weights)
+TANDEM_CPU_KERNEL(route_weights_grad)
+TANDEM_CPU_KERNEL(moe_dispatch)
+TANDEM_CPU_KERNEL(moe_dispatch_grad)
+TANDEM_CPU_KERNEL(grouped_matmul)
+TANDEM_CPU_KERNEL(grouped_matmul_grad_w)
+TANDEM_CPU_KERNEL(moe_combine)
+TANDEM_CPU_KERNEL(moe_combine_grad_y)
+TANDEM_CPU_KERNEL(moe_combine_grad_w)
+TANDEM_CPU_KERNEL(shift_tokens)
 #undef TANDEM_CPU_KERNEL
 
 // The one GEMM entry point of the CPU kernels (row-major, cblas conventions). Inside an OpenMP

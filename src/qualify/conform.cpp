@@ -1,0 +1,161 @@
+#include "qualify/conform.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/reference.h"
+#include "qualify/compare.h"
+#include "qualify/op_cases.h"
+#include "qualify/tolerance.h"
+
+namespace tandem::qualify {
+
+const char* status_name(Status s) {
+  switch (s) {
+    case Status::pass: return "PASS";
+    case Status::fail: return "FAIL";
+    case Status::unsupported: return "UNSUPPORTED";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr size_t kGuard = 64;           // bytes before and after every buffer
+constexpr unsigned char kSentinel = 0xCD;  // 0xCDCDCDCD is -4.3e8 as f32: loud if left unwritten
+
+// The reference rounded to what the backend receives.
+RefTensor rounded(const RefTensor& t, DType dt) {
+  RefTensor r = t;
+  for (double& v : r.data) {
+    if (dt == DType::f32) v = static_cast<float>(v);
+    else if (dt == DType::bf16) v = bf16_to_f32(f32_to_bf16(static_cast<float>(v)));
+  }
+  return r;
+}
+
+std::vector<unsigned char> encode(const RefTensor& t, DType dt) {
+  std::vector<unsigned char> bytes(static_cast<size_t>(t.numel()) * dtype_size(dt));
+  for (size_t i = 0; i < t.data.size(); ++i) {
+    if (dt == DType::f32) {
+      const float f = static_cast<float>(t.data[i]);
+      std::memcpy(bytes.data() + 4 * i, &f, 4);
+    } else if (dt == DType::bf16) {
+      const uint16_t h = f32_to_bf16(static_cast<float>(t.data[i]));
+      std::memcpy(bytes.data() + 2 * i, &h, 2);
+    } else {
+      const auto v = static_cast<int32_t>(t.data[i]);
+      std::memcpy(bytes.data() + 4 * i, &v, 4);
+    }
+  }
+  return bytes;
+}
+
+// A tensor at byte offset kGuard of a buffer with kGuard spare bytes after it.
+Tensor guarded(Backend& be, const Shape& shape, DType dt) {
+  Tensor t;
+  t.shape = shape;
+  t.strides = contiguous_strides(shape);
+  t.dtype = dt;
+  t.offset = kGuard;
+  t.storage = std::make_shared<Storage>(&be, t.nbytes() + 2 * kGuard);
+  return t;
+}
+
+// Which nodes of a case graph are rows: the case's own op nodes and everything its backward rules
+// added; the harness around it (weighted sum, its gradients) is not.
+bool is_case_node(const CaseGraph& cg, const Node& n) {
+  if (n.op == OpKind::input || n.op == OpKind::param || n.op == OpKind::reshape) return false;
+  return n.id <= cg.out || n.name.starts_with("out.bwd.") || (n.name.starts_with("d.") && n.op == OpKind::add);
+}
+
+ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTensor>& ref, const Node& graph_node,
+                    DType dt, const std::string& case_name) {
+  Node node = graph_node;
+  node.dtype = dt;
+  const Tolerance tol = tolerance_for(node.op, dt);
+  ConformRow row{op_name(node.op), std::string(dtype_name(dt)), case_name, node.name,
+                 tol.nmse == 0 ? "exact" : "nmse", 0, tol.nmse, Status::pass, tol.klass};
+  if (!be.supports(node)) {
+    row.status = Status::unsupported;
+    row.detail = "backend says unsupported";
+    return row;
+  }
+  try {
+    std::vector<RefTensor> ins_ref;
+    std::vector<Tensor> ins;
+    for (NodeId id : node.inputs) {
+      const Node& in = cg.graph.node(id);
+      const DType in_dt = in.dtype == DType::i32 ? DType::i32 : dt;
+      ins_ref.push_back(rounded(ref[static_cast<size_t>(id)], in_dt));
+      Tensor t = guarded(be, in.shape, in_dt);
+      const auto bytes = encode(ins_ref.back(), in_dt);
+      be.upload(t.storage->handle, t.offset, bytes.data(), bytes.size());
+      ins.push_back(std::move(t));
+    }
+    std::vector<const RefTensor*> ptrs;
+    for (const RefTensor& r : ins_ref) ptrs.push_back(&r);
+    RefTensor want(node.shape);
+    op_def(node.op).reference(node, ptrs, want);
+
+    Tensor out = guarded(be, node.shape, dt);
+    const size_t total = out.storage->bytes;
+    std::vector<unsigned char> buf(total, kSentinel);
+    be.upload(out.storage->handle, 0, buf.data(), total);
+    be.execute(node, ins, out);
+    be.sync();
+    be.download(buf.data(), out.storage->handle, 0, total);
+    for (size_t i = 0; i < total; ++i)
+      if ((i < kGuard || i >= kGuard + out.nbytes()) && buf[i] != kSentinel) {
+        row.status = Status::fail;
+        row.error = INFINITY;
+        row.detail = "wrote outside its output (byte " + std::to_string(static_cast<long>(i) - static_cast<long>(kGuard)) +
+                     " of " + std::to_string(out.nbytes()) + ")";
+        return row;
+      }
+    std::vector<float> got(static_cast<size_t>(out.numel()));
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (dt == DType::bf16) {
+        uint16_t h;
+        std::memcpy(&h, buf.data() + kGuard + 2 * i, 2);
+        got[i] = bf16_to_f32(h);
+      } else {
+        std::memcpy(&got[i], buf.data() + kGuard + 4 * i, 4);
+      }
+    }
+    const ErrorStats s = compare(got, want.data);
+    row.error = s.nan || s.inf_mismatch ? INFINITY : s.nmse;
+    if (!s.ok(tol.nmse)) {
+      row.status = Status::fail;
+      row.detail = s.nan || s.inf_mismatch ? s.describe() : "max |err| " + std::to_string(s.max_abs);
+    }
+  } catch (const std::exception& e) {
+    row.status = Status::fail;
+    row.error = INFINITY;
+    row.detail = e.what();
+  }
+  return row;
+}
+
+}  // namespace
+
+std::vector<ConformRow> conform(Backend& backend, const ConformOptions& opts) {
+  std::vector<ConformRow> rows;
+  for (const OpCase& c : op_cases()) {
+    CaseGraph cg = build_case(c);
+    bool selected = !opts.op || op_name(c.op) == *opts.op;
+    if (!selected)
+      for (const Node& n : cg.graph.nodes()) selected = selected || (is_case_node(cg, n) && op_name(n.op) == *opts.op);
+    if (!selected) continue;
+    const std::vector<RefTensor> ref = run_reference(cg.graph, cg.leaves);
+    for (DType dt : opts.dtypes)
+      for (const Node& n : cg.graph.nodes()) {
+        if (!is_case_node(cg, n)) continue;
+        if (opts.op && op_name(c.op) != *opts.op && op_name(n.op) != *opts.op) continue;
+        rows.push_back(run_node(backend, cg, ref, n, dt, c.name));
+      }
+  }
+  return rows;
+}
+
+}  // namespace tandem::qualify

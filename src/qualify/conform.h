@@ -1,0 +1,37 @@
+// Conformance: every op node of every case (forward and backward) executed on a backend in
+// isolation and compared with the float64 reference.
+//  - Each node gets the reference values of its inputs, rounded to the dtype under test, so an
+//    error upstream never leaks into the verdict of a node; the reference of the node is evaluated
+//    on those same rounded inputs.
+//  - Inputs and outputs sit at a non-zero byte offset inside their buffers, with sentinel bytes
+//    before and after the output (and inside it before the kernel runs): a kernel that writes out
+//    of bounds, or leaves part of its output unwritten, fails.
+//  - A node the backend does not `supports` is UNSUPPORTED, never a failure and never a fallback.
+#pragma once
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/dtype.h"
+
+namespace tandem::qualify {
+
+enum class Status { pass, fail, unsupported };
+const char* status_name(Status s);
+
+struct ConformRow {
+  std::string op, dtype, case_name, node, metric;  // metric: "nmse" or "exact"
+  double error = 0, tolerance = 0;
+  Status status = Status::pass;
+  std::string detail;  // why it failed (NaN, sentinel, exception), or the tolerance's class
+};
+
+struct ConformOptions {
+  std::optional<std::string> op;    // only cases of this op, or rows whose node is this op
+  std::vector<DType> dtypes = {DType::f32, DType::bf16};
+};
+
+std::vector<ConformRow> conform(Backend& backend, const ConformOptions& opts);
+
+}  // namespace tandem::qualify
