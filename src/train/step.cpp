@@ -14,6 +14,26 @@ Tensor positions(Backend& backend, int64_t T) {
   std::iota(pos.begin(), pos.end(), 0);
   return Tensor::from_host_i32(backend, {T}, pos);
 }
+
+// The batch leaves every training-mode graph reads: ids and labels (refilled per batch) and the
+// positions 0..T-1.
+void bind_batch_inputs(Program& program, const ModelNodes& nodes, Backend& backend, int64_t B, int64_t T, Tensor& ids,
+                       Tensor& labels) {
+  ids = Tensor::empty(backend, {B, T}, DType::i32);
+  labels = Tensor::empty(backend, {B, T}, DType::i32);
+  program.bind(nodes.input_ids, ids);
+  program.bind(nodes.labels, labels);
+  program.bind(nodes.position_ids, positions(backend, T));
+}
+
+// Loads one batch, runs the program and returns the next-token loss.
+double run_batch(Program& program, const ModelNodes& nodes, Tensor& ids, Tensor& labels,
+                 std::span<const int32_t> input_ids, std::span<const int32_t> label_ids) {
+  ids.copy_from_host_i32(input_ids);
+  labels.copy_from_host_i32(label_ids);
+  program.run();
+  return program.get(nodes.lm_loss).to_host()[0];
+}
 }  // namespace
 
 TrainingProgram::TrainingProgram(const Model& model, Backend& backend, const ParamStore& params, int64_t B,
@@ -39,20 +59,13 @@ TrainingProgram::TrainingProgram(const Model& model, Backend& backend, const Par
   if (keep_logits) keep.insert(nodes_.logits);
   program_ = std::make_unique<Program>(graph_, backend, keep);
   params.bind(*program_, nodes_);
-  ids_ = Tensor::empty(backend, {B, T}, DType::i32);
-  labels_ = Tensor::empty(backend, {B, T}, DType::i32);
-  program_->bind(nodes_.input_ids, ids_);
-  program_->bind(nodes_.labels, labels_);
-  program_->bind(nodes_.position_ids, positions(backend, T));
+  bind_batch_inputs(*program_, nodes_, backend, B, T, ids_, labels_);
   std::vector<float> one{1.0f};
   program_->bind(backward_.seed, Tensor::from_host(backend, {}, one));
 }
 
 double TrainingProgram::run(std::span<const int32_t> input_ids, std::span<const int32_t> labels) {
-  ids_.copy_from_host_i32(input_ids);
-  labels_.copy_from_host_i32(labels);
-  program_->run();
-  return program_->get(nodes_.lm_loss).to_host()[0];
+  return run_batch(*program_, nodes_, ids_, labels_, input_ids, labels);
 }
 
 const Tensor& TrainingProgram::grad(size_t i) const {
@@ -89,18 +102,11 @@ EvalProgram::EvalProgram(const Model& model, Backend& backend, const ParamStore&
   nodes_ = model.build(graph_, B, T, GraphMode::train);
   program_ = std::make_unique<Program>(graph_, backend, std::set<NodeId>{nodes_.lm_loss});
   params.bind(*program_, nodes_);
-  ids_ = Tensor::empty(backend, {B, T}, DType::i32);
-  labels_ = Tensor::empty(backend, {B, T}, DType::i32);
-  program_->bind(nodes_.input_ids, ids_);
-  program_->bind(nodes_.labels, labels_);
-  program_->bind(nodes_.position_ids, positions(backend, T));
+  bind_batch_inputs(*program_, nodes_, backend, B, T, ids_, labels_);
 }
 
 double EvalProgram::run(std::span<const int32_t> input_ids, std::span<const int32_t> labels) {
-  ids_.copy_from_host_i32(input_ids);
-  labels_.copy_from_host_i32(labels);
-  program_->run();
-  return program_->get(nodes_.lm_loss).to_host()[0];
+  return run_batch(*program_, nodes_, ids_, labels_, input_ids, labels);
 }
 
 AdamW::AdamW(const ParamStore& params, Backend& backend)
