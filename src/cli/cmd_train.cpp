@@ -31,6 +31,26 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--resume", o->resume, "Continue from the newest valid checkpoint in --out");
   cmd->add_option("--seed", o->seed, "Seed for initialisation and batch order")->capture_default_str();
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
+  // Data parallelism: start with `mpirun -np N tandem train ...` (README, "Training on several processes").
+  cmd->add_option("--reduce", o->reduce,
+                  "How the ranks' gradients are added: fast (the MPI engine's all-reduce) or deterministic (a fixed "
+                  "order: bit-identical weights for any number of ranks dividing --dp-shards)")
+      ->check(CLI::IsMember({"fast", "deterministic"}))
+      ->capture_default_str();
+  cmd->add_option("--dp-shards", o->dp_shards,
+                  "Deterministic mode: split each global batch into this many equal shards (default: the world size "
+                  "of the run's first start)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--zero", o->zero, "ZeRO stage: 1 shards the AdamW state across ranks")
+      ->check(CLI::IsMember({0, 1}))
+      ->capture_default_str();
+  cmd->add_option("--comm", o->comm, "Collectives: auto (MPI when started by mpirun with -np > 1), single, mpi")
+      ->check(CLI::IsMember({"auto", "single", "mpi"}))
+      ->capture_default_str();
+  cmd->add_option("--collective-timeout", o->collective_timeout,
+                  "Seconds any collective may wait for the other ranks before ending the job")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   // Fault injection for tests (README, "Fault tolerance"); hidden from --help.
   cmd->add_option("--inject-nan-at", o->inject_nan_at, "")->delimiter(',')->group("");
   cmd->add_option("--inject-bitflip-at", o->inject_bitflip_at, "")->delimiter(',')->group("");

@@ -33,12 +33,18 @@ uint64_t BatchLoader::offset(uint64_t batch_index, int row) const {
   return h % starts;
 }
 
-void BatchLoader::next(int32_t* inputs, int32_t* targets) {
-  for (int r = 0; r < batch_; ++r) {
-    const int32_t* src = tokens_.data() + offset(position_, r);
+void BatchLoader::fill_rows(uint64_t batch_index, int row_begin, int rows, int32_t* inputs, int32_t* targets) const {
+  check(row_begin >= 0 && rows >= 0 && row_begin + rows <= batch_, "rows [", row_begin, ", ", row_begin + rows,
+        ") of a batch of ", batch_);
+  for (int r = 0; r < rows; ++r) {
+    const int32_t* src = tokens_.data() + offset(batch_index, row_begin + r);
     std::copy_n(src, block_, inputs + static_cast<size_t>(r) * block_);
     std::copy_n(src + 1, block_, targets + static_cast<size_t>(r) * block_);
   }
+}
+
+void BatchLoader::next(int32_t* inputs, int32_t* targets) {
+  fill_rows(position_, 0, batch_, inputs, targets);
   ++position_;
 }
 

@@ -18,6 +18,10 @@ class BatchLoader {
   // advances. Row r starts at offset o: inputs = tokens[o, o+block), targets = tokens[o+1, o+block+1).
   void next(int32_t* inputs, int32_t* targets);
 
+  // Rows [row_begin, row_begin + rows) of batch `batch_index` (what one data-parallel rank
+  // computes of the global batch); does not move position().
+  void fill_rows(uint64_t batch_index, int row_begin, int rows, int32_t* inputs, int32_t* targets) const;
+
   // Start offset of row `row` of batch `batch_index`, in [0, tokens - block - 1].
   uint64_t offset(uint64_t batch_index, int row) const;
 

@@ -154,6 +154,7 @@ fs::path write_checkpoint(const fs::path& run_dir, const Model& model, const Par
                               {"data_position", state.data_position},
                               {"guard", state.guard},
                               {"skipped_data", windows},
+                              {"parallel", state.parallel},
                               {"train_config", state.train_config}}
                    .dump(2) + "\n";
       }
@@ -306,6 +307,7 @@ TrainerState read_trainer_state(const fs::path& dir) {
     s.train_config = j.at("train_config");
     // Absent in format_version 1 (before training guards).
     s.guard = j.value("guard", nlohmann::json());
+    s.parallel = j.value("parallel", nlohmann::json());
     for (const auto& w : j.value("skipped_data", nlohmann::json::array()))
       s.skipped_data.emplace_back(w.at(0).get<uint64_t>(), w.at(1).get<uint64_t>());
   } catch (const nlohmann::json::exception& e) {

@@ -26,6 +26,9 @@ struct TrainerState {
   uint64_t seed = 0;
   uint64_t data_position = 0;  // batches consumed by the training loader
   nlohmann::json train_config;
+  // How the run is parallelised where that shapes the numbers ({"reduce", "dp_shards"}): a resume
+  // on another number of ranks keeps deterministic mode's shard count.
+  nlohmann::json parallel;
   nlohmann::json guard;  // TrainingGuard::to_json(): the guards' window, so a resumed run decides alike
   // Batch-index windows [from, to) the loader jumps over: data that made training diverge.
   std::vector<std::pair<uint64_t, uint64_t>> skipped_data;

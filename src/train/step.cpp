@@ -83,16 +83,6 @@ std::vector<std::pair<std::string, double>> TrainingProgram::extra_losses() cons
   return out;
 }
 
-std::vector<std::pair<std::string, std::vector<int64_t>>> TrainingProgram::expert_loads(int64_t n_experts) const {
-  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
-  for (const auto& [name, id] : nodes_.router_choices) {
-    std::vector<int64_t> load(static_cast<size_t>(n_experts), 0);
-    for (int32_t e : program_->get(id).to_host_i32()) ++load.at(static_cast<size_t>(e));
-    out.emplace_back(name, std::move(load));
-  }
-  return out;
-}
-
 const Tensor& TrainingProgram::logits() const {
   check(keep_logits_, "TrainingProgram: logits were not kept");
   return program_->get(nodes_.logits);
@@ -123,16 +113,30 @@ void AdamW::step(ParamStore& params, const std::vector<const Tensor*>& grads, co
   }
 }
 
-nlohmann::json balance_experts(const TrainingProgram& prog, ParamStore& params, double gamma, bool per_expert) {
-  nlohmann::json stats = nlohmann::json::object();
+namespace {
+size_t param_index(const ParamStore& params, const std::string& name) {
+  for (size_t i = 0; i < params.specs.size(); ++i)
+    if (params.specs[i].name == name) return i;
+  throw Error("balance_experts: no parameter '" + name + "'");
+}
+}  // namespace
+
+void add_expert_loads(const TrainingProgram& prog, const ParamStore& params, ExpertLoads& into) {
+  const bool fresh = into.empty();
+  size_t k = 0;
   for (const auto& [layer, id] : prog.nodes().router_choices) {
-    const std::string bias_name = layer + ".gate.e_score_correction_bias";
-    size_t bi = 0;
-    while (bi < params.specs.size() && params.specs[bi].name != bias_name) ++bi;
-    check(bi < params.specs.size(), "balance_experts: no parameter '", bias_name, "'");
-    const int64_t E = params.specs[bi].shape.at(0);
-    std::vector<int64_t> load(static_cast<size_t>(E), 0);
+    const int64_t E = params.specs[param_index(params, layer + ".gate.e_score_correction_bias")].shape.at(0);
+    if (fresh) into.emplace_back(layer, std::vector<int64_t>(static_cast<size_t>(E), 0));
+    std::vector<int64_t>& load = into.at(k++).second;
     for (int32_t e : prog.router_choices(id).to_host_i32()) ++load.at(static_cast<size_t>(e));
+  }
+}
+
+nlohmann::json balance_experts(const ExpertLoads& loads, ParamStore& params, double gamma, bool per_expert) {
+  nlohmann::json stats = nlohmann::json::object();
+  for (const auto& [layer, load] : loads) {
+    const size_t bi = param_index(params, layer + ".gate.e_score_correction_bias");
+    const auto E = static_cast<int64_t>(load.size());
     double total = 0;
     for (int64_t l : load) total += static_cast<double>(l);
     const double mean = total / static_cast<double>(E);

@@ -20,10 +20,8 @@ class TrainingProgram {
   // The gradient of parameter i (zeros for parameters that are not trainable).
   const Tensor& grad(size_t param_index) const;
   const Tensor& logits() const;
-  // After run(): the reported losses besides `loss` (e.g. mtp_loss), and per MoE layer the number
-  // of tokens routed to each expert.
+  // After run(): the reported losses besides `loss` (e.g. mtp_loss).
   std::vector<std::pair<std::string, double>> extra_losses() const;
-  std::vector<std::pair<std::string, std::vector<int64_t>>> expert_loads(int64_t n_experts) const;
   const ModelNodes& nodes() const { return nodes_; }
   const Tensor& router_choices(NodeId id) const { return program_->get(id); }
   int64_t batch() const { return B_; }
@@ -65,11 +63,19 @@ class AdamW {
   std::vector<Tensor> exp_avg, exp_avg_sq;
 };
 
-// DeepSeek's auxiliary-loss-free load balancing, after an optimizer step: for every MoE layer of
-// the last forward pass, e_score_correction_bias_i += gamma * sign(mean load - load_i) (gamma 0:
-// statistics only). Returns per-layer load statistics for metrics.jsonl: max/mean and min/mean,
-// and with `per_expert` each expert's fraction of the routed tokens.
-nlohmann::json balance_experts(const TrainingProgram& prog, ParamStore& params, double gamma, bool per_expert);
+// Tokens routed to each expert, per MoE layer (layer name -> one count per expert).
+using ExpertLoads = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+
+// The loads of `prog`'s last forward pass, added to `into` (empty: set). The expert count comes
+// from each layer's e_score_correction_bias parameter.
+void add_expert_loads(const TrainingProgram& prog, const ParamStore& params, ExpertLoads& into);
+
+// DeepSeek's auxiliary-loss-free load balancing, after an optimizer step: for every MoE layer,
+// e_score_correction_bias_i += gamma * sign(mean load - load_i) (gamma 0: statistics only), from
+// the step's loads (every piece of the global batch). Returns per-layer load statistics for
+// metrics.jsonl: max/mean and min/mean, and with `per_expert` each expert's fraction of the
+// routed tokens.
+nlohmann::json balance_experts(const ExpertLoads& loads, ParamStore& params, double gamma, bool per_expert);
 
 // sqrt(sum of squares) over all gradients, in a fixed order.
 double global_norm(Backend& backend, const std::vector<const Tensor*>& grads);

@@ -15,11 +15,16 @@
 #include <set>
 
 #include "core/error.h"
+#include "dist/communicator.h"
+#ifdef TANDEM_HAVE_MPI
+#include "dist/mpi_communicator.h"
+#endif
 #include "data/batch_loader.h"
 #include "data/shard.h"
 #include "io/atomic_file.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "train/guards.h"
 #include "train/step.h"
 
@@ -140,9 +145,14 @@ class StopSignals {
 // Writes are best effort: on a full disk the line still reaches stderr.
 class EventLog {
  public:
-  EventLog(const fs::path& path, std::ofstream& metrics, bool tty) : out_(path, std::ios::app), metrics_(metrics), tty_(tty) {}
+  // Only the lead rank (rank 0) writes; the others' logs are silent.
+  EventLog(const fs::path& path, std::ofstream& metrics, bool tty, bool lead)
+      : metrics_(metrics), tty_(tty), lead_(lead) {
+    if (lead) out_.open(path, std::ios::app);
+  }
 
   void note(const std::string& text, bool echo) {
+    if (!lead_) return;
     char stamp[32];
     const std::time_t now = std::time(nullptr);
     std::tm tm{};
@@ -154,6 +164,7 @@ class EventLog {
 
   // kind: skip, rollback, verify_mismatch, checkpoint_failed, resume_skipped_checkpoint, stop.
   void event(const std::string& kind, int64_t step, const std::string& text, nlohmann::json extra = {}) {
+    if (!lead_) return;
     nlohmann::json j = {{"event", kind}, {"step", step}, {"detail", text}};
     if (extra.is_object()) j.update(extra);
     metrics_ << j.dump() << "\n" << std::flush;
@@ -163,7 +174,7 @@ class EventLog {
  private:
   std::ofstream out_;
   std::ofstream& metrics_;
-  bool tty_;
+  bool tty_, lead_;
 };
 
 class Trainer {
@@ -174,15 +185,19 @@ class Trainer {
  private:
   void open_run();
   void skip_data_windows();
-  double forward_backward();
-  double inject_faults(int64_t step, double loss);
-  std::optional<std::string> recompute_differs(uint64_t position_before, double loss);
+  void forward_backward();
+  void inject_faults(int64_t step);
+  std::optional<std::string> recompute_differs(uint64_t position_before);
+  ExpertLoads all_ranks_loads() const;
+  std::vector<std::pair<std::string, double>> all_ranks_extra_losses() const;
   void restore(const std::optional<fs::path>& dir);
   void rollback(int64_t step, int64_t max_target_step, const std::string& why,
                 std::optional<std::pair<uint64_t, uint64_t>> skip_window);
   bool save_checkpoint(bool must_succeed);
 
   const TrainOptions& opts_;
+  std::unique_ptr<Communicator> comm_;
+  bool lead_ = true;  // rank 0: the one process that writes logs, metrics and checkpoints
   std::unique_ptr<RunLock> lock_;
   std::optional<fs::path> resume_from_;
   std::vector<std::string> skipped_on_resume_;
@@ -193,7 +208,7 @@ class Trainer {
   std::unique_ptr<Model> model_;
   std::unique_ptr<Backend> backend_;
   ParamStore params_;
-  std::unique_ptr<AdamW> opt_;
+  std::unique_ptr<DataParallel> dp_;
   std::unique_ptr<TrainingProgram> prog_;
   std::unique_ptr<EvalProgram> eval_;
   std::unique_ptr<BatchLoader> loader_;
@@ -203,6 +218,9 @@ class Trainer {
   bool tty_ = false;
 
   std::vector<int32_t> x_, y_;
+  std::vector<double> local_losses_;  // this rank's piece x micro-batch losses of the step
+  ExpertLoads loads_;                 // this rank's expert loads of the step
+  std::vector<std::pair<std::string, double>> extra_sums_;  // this rank's extra losses, summed
   std::vector<Tensor> accum_;
   std::vector<const Tensor*> grads_;
   Tensor fault_grad_;  // a corrupted copy of grads_[0], for the fault-injection hooks
@@ -214,7 +232,7 @@ class Trainer {
 
 void Trainer::open_run() {
   const fs::path metrics_path = opts_.out_dir / "metrics.jsonl";
-  if (fs::is_directory(opts_.out_dir)) lock_ = std::make_unique<RunLock>(opts_.out_dir);
+  if (lead_ && fs::is_directory(opts_.out_dir)) lock_ = std::make_unique<RunLock>(opts_.out_dir);
   if (opts_.resume) {
     // The newest checkpoint that verifies; newer broken ones (a crash mid-write cannot make one,
     // but a bad disk or a careless hand can) are reported and left for training to overwrite.
@@ -246,29 +264,74 @@ void Trainer::skip_data_windows() {
   }
 }
 
-double Trainer::forward_backward() {
-  double loss = 0;
+// This rank's share of the step: its pieces of the global batch (train/data_parallel.h), every
+// micro-batch, each piece's gradient summed over the micro-batches in order. Leaves the local
+// gradient sum in grads_ (deterministic mode with several pieces: the pieces staged in dp_) and
+// the losses in local_losses_.
+void Trainer::forward_backward() {
+  std::vector<uint64_t> batches;
   for (int64_t micro = 0; micro < cfg_.grad_accum; ++micro) {
     skip_data_windows();
-    loader_->next(x_.data(), y_.data());
-    loss += prog_->run(x_, y_);
-    if (cfg_.grad_accum > 1)
-      for (size_t i = 0; i < accum_.size(); ++i) {
-        if (micro == 0) accum_[i].copy_from(prog_->grad(i));
-        else backend_->axpy(accum_[i], 1.0f, prog_->grad(i));
-      }
+    batches.push_back(loader_->position());
+    loader_->seek(loader_->position() + 1);
   }
-  for (size_t i = 0; i < grads_.size(); ++i) grads_[i] = cfg_.grad_accum > 1 ? &accum_[i] : &prog_->grad(i);
-  return loss / static_cast<double>(cfg_.grad_accum);
+  local_losses_.clear();
+  loads_.clear();
+  extra_sums_.clear();
+  dp_->discard_pieces();
+  const int64_t pieces = dp_->local_pieces(), rows = dp_->rows_per_piece();
+  for (int64_t p = 0; p < pieces; ++p) {
+    const int64_t piece = dp_->first_piece() + p;
+    for (int64_t micro = 0; micro < cfg_.grad_accum; ++micro) {
+      loader_->fill_rows(batches[static_cast<size_t>(micro)], static_cast<int>(piece * rows), static_cast<int>(rows),
+                         x_.data(), y_.data());
+      local_losses_.push_back(prog_->run(x_, y_));
+      const auto extra = prog_->extra_losses();
+      if (extra_sums_.empty()) extra_sums_.assign(extra.size(), {"", 0.0});
+      for (size_t k = 0; k < extra.size(); ++k) extra_sums_[k] = {extra[k].first, extra_sums_[k].second + extra[k].second};
+      if (!prog_->nodes().router_choices.empty()) add_expert_loads(*prog_, params_, loads_);
+      if (cfg_.grad_accum > 1)
+        for (size_t i = 0; i < accum_.size(); ++i) {
+          if (micro == 0) accum_[i].copy_from(prog_->grad(i));
+          else backend_->axpy(accum_[i], 1.0f, prog_->grad(i));
+        }
+    }
+    for (size_t i = 0; i < grads_.size(); ++i) grads_[i] = cfg_.grad_accum > 1 ? &accum_[i] : &prog_->grad(i);
+    if (pieces > 1) dp_->add_piece(grads_);
+  }
 }
 
-double Trainer::inject_faults(int64_t step, double loss) {
+ExpertLoads Trainer::all_ranks_loads() const {
+  if (comm_->size() == 1) return loads_;
+  std::vector<double> mine;
+  for (const auto& [layer, load] : loads_)
+    for (int64_t l : load) mine.push_back(static_cast<double>(l));
+  std::vector<double> all(mine.size() * static_cast<size_t>(comm_->size()));
+  comm_->all_gather(mine.data(), all.data(), mine.size() * sizeof(double));
+  ExpertLoads out = loads_;
+  for (auto& [layer, load] : out) std::fill(load.begin(), load.end(), 0);
+  for (size_t r = 0; r < static_cast<size_t>(comm_->size()); ++r) {
+    size_t k = r * mine.size();
+    for (auto& [layer, load] : out)
+      for (int64_t& l : load) l += static_cast<int64_t>(all[k++]);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, double>> Trainer::all_ranks_extra_losses() const {
+  std::vector<std::pair<std::string, double>> out;
+  const double runs = static_cast<double>(local_losses_.size() * static_cast<size_t>(comm_->size()));
+  for (const auto& [name, sum] : extra_sums_) out.emplace_back(name, comm_->all_reduce_sum(sum) / runs);
+  return out;
+}
+
+void Trainer::inject_faults(int64_t step) {
   const bool nan = pending_nan_.erase(step) > 0, flip = pending_bitflip_.erase(step) > 0;
-  if (!nan && !flip) return loss;
+  if (!nan && !flip) return;
   std::vector<float> g = grads_[0]->to_host();
   if (nan) {
     std::fill(g.begin(), g.end(), NAN);
-    loss = NAN;
+    local_losses_.at(0) = NAN;
   } else {
     uint32_t bits;
     std::memcpy(&bits, &g[0], 4);
@@ -277,19 +340,22 @@ double Trainer::inject_faults(int64_t step, double loss) {
   }
   fault_grad_ = Tensor::from_host(*backend_, params_.specs[0].shape, g);
   grads_[0] = &fault_grad_;
-  return loss;
 }
 
-std::optional<std::string> Trainer::recompute_differs(uint64_t position_before, double loss) {
+// Recomputes this rank's share of the step and compares it bit for bit (losses, then the local
+// gradient sums). Deterministic mode with several pieces per rank compares the last piece.
+std::optional<std::string> Trainer::recompute_differs(uint64_t position_before) {
   std::vector<std::vector<float>> first(grads_.size());
   for (size_t i = 0; i < grads_.size(); ++i) first[i] = grads_[i]->to_host();
+  const std::vector<double> losses = local_losses_;
   loader_->seek(position_before);
-  const double again = forward_backward();
-  if (std::memcmp(&again, &loss, sizeof loss) != 0) {
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "loss %.9g, recomputed %.9g", loss, again);
-    return std::string(buf);
-  }
+  forward_backward();
+  for (size_t k = 0; k < losses.size(); ++k)
+    if (std::memcmp(&losses[k], &local_losses_[k], sizeof(double)) != 0) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "loss %.9g, recomputed %.9g", losses[k], local_losses_[k]);
+      return std::string(buf);
+    }
   for (size_t i = 0; i < grads_.size(); ++i) {
     const std::vector<float> second = grads_[i]->to_host();
     for (size_t k = 0; k < second.size(); ++k)
@@ -306,19 +372,17 @@ void Trainer::restore(const std::optional<fs::path>& dir) {
   if (dir) {
     const ParamStore saved = ParamStore::load(*model_, *backend_, *dir / "model.safetensors");
     for (size_t i = 0; i < params_.tensors.size(); ++i) params_.tensors[i].copy_from(saved.tensors[i]);
-    read_optimizer_state(*dir, params_, opt_->exp_avg, opt_->exp_avg_sq);
+    std::vector<Tensor> m = params_.zeros_like(*backend_), v = params_.zeros_like(*backend_);
+    read_optimizer_state(*dir, params_, m, v);
+    dp_->load_moments(m, v);
     const TrainerState s = read_trainer_state(*dir);
     state_.step = s.step;
     state_.data_position = s.data_position;
     guard_->load(s.guard, (*dir / "trainer_state.json").string());
   } else {  // the initial state: weights from the seed, zero moments
     const ParamStore init = ParamStore::init(*model_, *backend_, state_.seed);
-    const std::vector<Tensor> zeros = params_.zeros_like(*backend_);
-    for (size_t i = 0; i < params_.tensors.size(); ++i) {
-      params_.tensors[i].copy_from(init.tensors[i]);
-      opt_->exp_avg[i].copy_from(zeros[i]);
-      opt_->exp_avg_sq[i].copy_from(zeros[i]);
-    }
+    for (size_t i = 0; i < params_.tensors.size(); ++i) params_.tensors[i].copy_from(init.tensors[i]);
+    dp_->zero_moments();
     state_.step = 0;
     state_.data_position = 0;
     guard_->load(nullptr, "initial state");
@@ -334,6 +398,7 @@ void Trainer::rollback(int64_t step, int64_t max_target_step, const std::string&
   check(++rollbacks_without_progress_ <= kMaxRollbacksWithoutProgress, "step ", step, ": ",
         kMaxRollbacksWithoutProgress, " rollbacks without getting past step ", rollback_at_step_,
         ": the fault persists (", why, "); see ", (opts_.out_dir / "events.log").string());
+  comm_->barrier();  // every rank reads the checkpoints before the lead changes them
   std::optional<fs::path> target;
   for (const fs::path& ck : list_checkpoints(opts_.out_dir)) {
     if (checkpoint_step(ck) > max_target_step) continue;
@@ -345,15 +410,18 @@ void Trainer::rollback(int64_t step, int64_t max_target_step, const std::string&
     break;
   }
   const int64_t target_step = target ? checkpoint_step(*target) : 0;
+  comm_->barrier();
   // Checkpoints after the target belong to the abandoned timeline: resuming from one of them
   // would continue from the state being rolled back.
-  for (const fs::path& ck : list_checkpoints(opts_.out_dir))
-    if (checkpoint_step(ck) > target_step) {
-      remove_checkpoint(ck);
-      events_->note("rollback: removed " + ck.filename().string(), false);
-    }
-  if (target) set_latest_checkpoint(opts_.out_dir, *target);
-  else fs::remove(opts_.out_dir / "checkpoints" / "latest");
+  if (lead_) {
+    for (const fs::path& ck : list_checkpoints(opts_.out_dir))
+      if (checkpoint_step(ck) > target_step) {
+        remove_checkpoint(ck);
+        events_->note("rollback: removed " + ck.filename().string(), false);
+      }
+    if (target) set_latest_checkpoint(opts_.out_dir, *target);
+    else fs::remove(opts_.out_dir / "checkpoints" / "latest");
+  }
   restore(target);
   nlohmann::json extra = {{"to_step", target_step}};
   std::string text = why + "; rolled back to " + (target ? target->filename().string() : "the initial weights");
@@ -368,9 +436,12 @@ void Trainer::rollback(int64_t step, int64_t max_target_step, const std::string&
 }
 
 bool Trainer::save_checkpoint(bool must_succeed) {
+  std::vector<Tensor> exp_avg, exp_avg_sq;
+  dp_->full_moments(exp_avg, exp_avg_sq);  // collective: every rank takes part, the lead writes
+  if (!lead_) return true;
   fs::path dir;
   try {
-    dir = write_checkpoint(opts_.out_dir, *model_, params_, opt_->exp_avg, opt_->exp_avg_sq, tok_path_, state_);
+    dir = write_checkpoint(opts_.out_dir, *model_, params_, exp_avg, exp_avg_sq, tok_path_, state_);
   } catch (const Error& e) {
     std::string newest = "none";
     for (const fs::path& ck : list_checkpoints(opts_.out_dir))
@@ -396,6 +467,8 @@ bool Trainer::save_checkpoint(bool must_succeed) {
 void Trainer::run() {
   // Installed first: a SIGTERM during setup also means "stop after the next step, checkpointed".
   StopSignals signals;
+  comm_ = make_communicator(opts_.comm, opts_.collective_timeout);
+  lead_ = comm_->rank() == 0;
   open_run();
 
   cfg_ = TrainConfig::load(opts_.config, opts_.sets);
@@ -429,27 +502,45 @@ void Trainer::run() {
   backend_ = make_backend(opts_.backend);
   params_ = resume_from_ ? ParamStore::load(*model_, *backend_, *resume_from_ / "model.safetensors")
                          : ParamStore::init(*model_, *backend_, state_.seed);
-  opt_ = std::make_unique<AdamW>(params_, *backend_);
-  if (resume_from_) read_optimizer_state(*resume_from_, params_, opt_->exp_avg, opt_->exp_avg_sq);
+  ParallelOptions popts;
+  popts.reduce = parse_reduce_mode(opts_.reduce);
+  popts.zero = opts_.zero;
+  popts.dp_shards = opts_.dp_shards;
+  // Deterministic mode keeps the shard count a run started with, so resuming on another number
+  // of ranks continues bit for bit.
+  if (popts.reduce == ReduceMode::deterministic && popts.dp_shards == 0)
+    popts.dp_shards = state_.parallel.is_object() ? state_.parallel.value("dp_shards", int64_t{comm_->size()})
+                                                  : int64_t{comm_->size()};
+  dp_ = std::make_unique<DataParallel>(*comm_, popts, params_, *backend_, cfg_.batch_size);
+  state_.parallel = {{"reduce", reduce_mode_name(popts.reduce)}, {"dp_shards", dp_->pieces()}};
+  if (resume_from_) {
+    std::vector<Tensor> m = params_.zeros_like(*backend_), v = params_.zeros_like(*backend_);
+    read_optimizer_state(*resume_from_, params_, m, v);
+    dp_->load_moments(m, v);
+  }
   guard_ = std::make_unique<TrainingGuard>(cfg_);
   guard_->load(state_.guard, resume_from_ ? (*resume_from_ / "trainer_state.json").string() : "initial state");
 
   const int64_t B = cfg_.batch_size, T = cfg_.block_size;
-  prog_ = std::make_unique<TrainingProgram>(*model_, *backend_, params_, B, T);
-  eval_ = std::make_unique<EvalProgram>(*model_, *backend_, params_, B, T);
+  const int64_t R = dp_->rows_per_piece();  // rows this process computes at once
+  prog_ = std::make_unique<TrainingProgram>(*model_, *backend_, params_, R, T);
+  if (lead_) eval_ = std::make_unique<EvalProgram>(*model_, *backend_, params_, B, T);
   loader_ = std::make_unique<BatchLoader>(train_shard_, static_cast<int>(B), static_cast<int>(T), state_.seed);
   loader_->seek(state_.data_position);
 
-  // Everything is validated: from here on the run directory changes.
-  fs::create_directories(opts_.out_dir);
-  if (!lock_) lock_ = std::make_unique<RunLock>(opts_.out_dir);
-  remove_stale_checkpoint_files(opts_.out_dir);
-  const fs::path metrics_path = opts_.out_dir / "metrics.jsonl";
-  if (opts_.resume) truncate_metrics(metrics_path, state_.step);  // step 0 when there was nothing to resume
-  metrics_.open(metrics_path, std::ios::app);
-  check(metrics_.good(), metrics_path.string(), ": cannot open for writing");
-  tty_ = ::isatty(2);
-  events_ = std::make_unique<EventLog>(opts_.out_dir / "events.log", metrics_, tty_);
+  // Every rank has validated everything: from here on the lead changes the run directory.
+  comm_->barrier();
+  tty_ = ::isatty(2) && lead_;
+  if (lead_) {
+    fs::create_directories(opts_.out_dir);
+    if (!lock_) lock_ = std::make_unique<RunLock>(opts_.out_dir);
+    remove_stale_checkpoint_files(opts_.out_dir);
+    const fs::path metrics_path = opts_.out_dir / "metrics.jsonl";
+    if (opts_.resume) truncate_metrics(metrics_path, state_.step);  // step 0 when there was nothing to resume
+    metrics_.open(metrics_path, std::ios::app);
+    check(metrics_.good(), metrics_path.string(), ": cannot open for writing");
+  }
+  events_ = std::make_unique<EventLog>(opts_.out_dir / "events.log", metrics_, tty_, lead_);
   for (const std::string& why : skipped_on_resume_)
     events_->event("resume_skipped_checkpoint", state_.step,
                    why + "; resuming from " + resume_from_->filename().string());
@@ -457,15 +548,33 @@ void Trainer::run() {
   pending_nan_.insert(opts_.inject_nan_at.begin(), opts_.inject_nan_at.end());
   pending_bitflip_.insert(opts_.inject_bitflip_at.begin(), opts_.inject_bitflip_at.end());
 
-  std::fprintf(stderr, "tandem train: %s, %lld parameters, batch %lld x %lld x %lld accum, backend %s%s\n",
-               model_->type().c_str(), static_cast<long long>(params_.count()), static_cast<long long>(B),
-               static_cast<long long>(T), static_cast<long long>(cfg_.grad_accum), backend_->name().c_str(),
-               resume_from_ ? (", resuming from " + resume_from_->string()).c_str() : "");
+  if (lead_)
+    std::fprintf(stderr, "tandem train: %s, %lld parameters, batch %lld x %lld x %lld accum, backend %s%s\n",
+                 model_->type().c_str(), static_cast<long long>(params_.count()), static_cast<long long>(B),
+                 static_cast<long long>(T), static_cast<long long>(cfg_.grad_accum), backend_->name().c_str(),
+                 resume_from_ ? (", resuming from " + resume_from_->string()).c_str() : "");
+  if (comm_->size() > 1 || opts_.zero) {
+    // Every rank reports what it holds: the proof that ZeRO-1 shards the optimizer state.
+    const uint64_t mine = dp_->state_bytes();
+    std::vector<uint64_t> state(static_cast<size_t>(comm_->size()));
+    comm_->all_gather(&mine, state.data(), sizeof mine);
+    std::fprintf(stderr, "rank %d/%d (%s): %lld of %lld rows per micro-batch in %lld piece(s), reduce %s, ZeRO-%d, "
+                 "AdamW state %s on this rank\n",
+                 comm_->rank(), comm_->size(), comm_->name().c_str(), static_cast<long long>(R * dp_->local_pieces()),
+                 static_cast<long long>(B), static_cast<long long>(dp_->local_pieces()), reduce_mode_name(popts.reduce),
+                 opts_.zero, size_str(mine).c_str());
+    if (lead_)
+      metrics_ << nlohmann::json{{"event", "parallel"}, {"step", state_.step}, {"world_size", comm_->size()},
+                                 {"communicator", comm_->name()}, {"reduce", reduce_mode_name(popts.reduce)},
+                                 {"dp_shards", dp_->pieces()}, {"zero", opts_.zero}, {"optimizer_state_bytes", state}}
+                      .dump()
+               << "\n" << std::flush;
+  }
   events_->note(resume_from_ ? "resumed from " + resume_from_->filename().string()
                              : std::string(opts_.resume ? "resume: no checkpoint yet, starting at step 0" : "started"),
                 false);
 
-  x_.resize(static_cast<size_t>(B * T));
+  x_.resize(static_cast<size_t>(R * T));
   y_.resize(x_.size());
   if (cfg_.grad_accum > 1) accum_ = params_.zeros_like(*backend_);
   grads_.resize(params_.tensors.size());
@@ -479,9 +588,15 @@ void Trainer::run() {
     const auto t0 = Clock::now();
     skip_data_windows();
     const uint64_t position_before = loader_->position();
-    double loss = inject_faults(step, forward_backward());
+    const uint64_t bytes_before = comm_->bytes_sent();
+    forward_backward();
+    inject_faults(step);
     if (opts_.verify_every > 0 && step % opts_.verify_every == 0) {
-      if (auto diff = recompute_differs(position_before, loss)) {
+      std::optional<std::string> diff = recompute_differs(position_before);
+      // Every rank decides alike: a mismatch on any rank rolls all of them back.
+      const double worst = comm_->all_reduce_max(diff ? comm_->rank() + 1.0 : 0.0);
+      if (worst > 0) {
+        if (!diff) diff = "on rank " + std::to_string(static_cast<int>(worst) - 1);
         events_->event("verify_mismatch", step, "recomputing the step gave different results: " + *diff,
                        {{"last_verified_step", last_verified_step_}});
         rollback(step, last_verified_step_, "gradient verification failed", std::nullopt);
@@ -489,14 +604,16 @@ void Trainer::run() {
       }
       last_verified_step_ = step;
     }
-    const double inv_accum = 1.0 / static_cast<double>(cfg_.grad_accum);
-    const double norm = global_norm(*backend_, grads_) * inv_accum;
+    // The mean over the step's P pieces x grad_accum micro-batches (train/data_parallel.h).
+    const double inv_count = 1.0 / static_cast<double>(dp_->pieces() * cfg_.grad_accum);
+    const double loss = dp_->mean_loss(local_losses_);
+    const double norm = dp_->reduce(grads_, inv_count);
     const double lr = learning_rate_at(cfg_, step - 1);
     const auto verdict = guard_->check(step, position_before, loss, norm);
     if (!verdict) {
-      double scale = inv_accum;
+      double scale = inv_count;
       if (cfg_.grad_clip > 0) scale *= std::min(1.0, cfg_.grad_clip / (norm + 1e-6));
-      opt_->step(params_, grads_, cfg_, lr, step, static_cast<float>(scale));
+      dp_->step(params_, grads_, cfg_, lr, step, static_cast<float>(scale));
     }
     state_.step = step;
     state_.data_position = loader_->position();
@@ -508,21 +625,26 @@ void Trainer::run() {
     const double tok_s = static_cast<double>(B * T * cfg_.grad_accum) / dt;
     nlohmann::json m = {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tok_s},
                         {"step_ms", dt * 1e3}};
+    if (comm_->size() > 1) {
+      m["tokens_per_s_per_rank"] = tok_s / comm_->size();
+      m["comm_bytes"] = comm_->bytes_sent() - bytes_before;  // sent by rank 0 this step
+    }
     if (verdict) m["skipped"] = true;
     const bool eval_now = step % cfg_.eval_interval == 0 || step == total;
-    for (const auto& [name, value] : prog_->extra_losses()) m[name] = value;
-    // DeepSeekMoE: loads of this step's routing; the bias moves only when the update was applied.
-    if (!prog_->nodes().router_choices.empty())
-      m["moe"] = balance_experts(*prog_, params_, verdict ? 0.0 : cfg_.router_bias_update_rate, eval_now);
-    if (eval_now) m["val_loss"] = validation_loss(*eval_, val_shard_, cfg_);
-    metrics_ << m.dump() << "\n" << std::flush;
+    for (const auto& [name, value] : all_ranks_extra_losses()) m[name] = value;
+    // DeepSeekMoE: loads of this step's routing (every rank's pieces); the bias moves only when
+    // the update was applied, the same way on every rank.
+    if (!loads_.empty())
+      m["moe"] = balance_experts(all_ranks_loads(), params_, verdict ? 0.0 : cfg_.router_bias_update_rate, eval_now);
+    if (eval_now && lead_) m["val_loss"] = validation_loss(*eval_, val_shard_, cfg_);
+    if (lead_) metrics_ << m.dump() << "\n" << std::flush;
     if (verdict)
       events_->event("skip", step, verdict->kind + ": " + verdict->detail + "; update not applied",
                      {{"reason", verdict->kind}, {"bad_streak", guard_->bad_streak()}});
 
     const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
     const double eta = elapsed / static_cast<double>(steps_run) * static_cast<double>(total - step);
-    if (tty_ || eval_now || steps_run == 1 || step % 50 == 0) {
+    if (lead_ && (tty_ || eval_now || steps_run == 1 || step % 50 == 0)) {
       std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s", tty_ ? "\r\033[K" : "",
                    static_cast<long long>(step), static_cast<long long>(total), loss, lr, tok_s,
                    duration_str(eta).c_str());
@@ -537,7 +659,9 @@ void Trainer::run() {
                std::pair{guard_->streak_first_position(), state_.data_position});
       continue;
     }
-    const int stop_signal = g_stop_signal.load();
+    // A signal reaches the ranks at different moments: they stop together, after the same step.
+    const int stop_signal = comm_->size() > 1 ? static_cast<int>(comm_->all_reduce_max(g_stop_signal.load()))
+                                              : g_stop_signal.load();
     const bool periodic = opts_.checkpoint_every > 0 && step % opts_.checkpoint_every == 0;
     if (periodic && guard_->bad_streak() > 0 && step != total && !stop_signal) {
       // Mid-streak the state is not known to be good; writing it could let retention delete the
@@ -545,7 +669,7 @@ void Trainer::run() {
       events_->note("step " + std::to_string(step) + ": checkpoint deferred (bad-step streak)", false);
     } else if (periodic || step == total || stop_signal) {
       const bool saved = save_checkpoint(step == total || stop_signal);
-      if (saved && step == total)
+      if (saved && step == total && lead_)
         std::fprintf(stderr, "checkpoint: %s\n", (opts_.out_dir / "checkpoints" / ("step_" + std::to_string(step))).c_str());
     }
     if (stop_signal) {
@@ -556,6 +680,7 @@ void Trainer::run() {
       return;
     }
   }
+  if (!lead_) return;
   if (steps_run == 0)
     std::fprintf(stderr, "tandem train: the run is already at step %lld (>= %lld); nothing to do\n",
                  static_cast<long long>(state_.step), static_cast<long long>(total));
@@ -566,6 +691,20 @@ void Trainer::run() {
 
 }  // namespace
 
-void train(const TrainOptions& opts) { Trainer(opts).run(); }
+void train(const TrainOptions& opts) {
+  const WorldInfo world = discover_world();
+  if (world.size == 1) return Trainer(opts).run();
+  // One rank's error must end the job: the others would otherwise wait in a collective.
+  try {
+    Trainer(opts).run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: rank %d of %d: %s\n", world.rank, world.size, e.what());
+    std::fflush(stderr);
+#ifdef TANDEM_HAVE_MPI
+    mpi_abort_job(1);
+#endif
+    throw;
+  }
+}
 
 }  // namespace tandem

@@ -23,6 +23,14 @@ struct TrainOptions {
   bool resume = false;
   uint64_t seed = 1337;
   std::string backend = "cpu";
+  // Data parallelism (train/data_parallel.h): the collectives' engine (auto, single, mpi), the
+  // reduction mode (fast, deterministic), deterministic mode's shard count (0: the world size),
+  // the ZeRO stage (0, 1), and the bound in seconds on any collective call.
+  std::string comm = "auto";
+  std::string reduce = "fast";
+  int64_t dp_shards = 0;
+  int zero = 0;
+  double collective_timeout = 300;
   // Fault injection for tests; each injection fires once per process, like a transient fault.
   std::vector<int64_t> inject_nan_at;          // these steps' loss and first gradient become NaN
   std::vector<int64_t> inject_bitflip_at;      // these steps' first gradient gets one bit flipped
