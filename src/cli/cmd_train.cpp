@@ -44,8 +44,15 @@ void register_train(CLI::App& app) {
   cmd->add_option("--zero", o->zero, "ZeRO stage: 1 shards the AdamW state across ranks")
       ->check(CLI::IsMember({0, 1}))
       ->capture_default_str();
-  cmd->add_option("--comm", o->comm, "Collectives: auto (MPI when started by mpirun with -np > 1), single, mpi")
-      ->check(CLI::IsMember({"auto", "single", "mpi"}))
+  cmd->add_option("--expert-parallel", o->expert_parallel,
+                  "DeepSeek MoE: split the routed experts over this many ranks (1, or the number of ranks); tokens "
+                  "travel to their experts' owners and back by all-to-all")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--comm", o->comm,
+                  "Collectives: auto (MPI when started by mpirun with -np > 1; NCCL for --backend cuda), single, mpi, "
+                  "nccl")
+      ->check(CLI::IsMember({"auto", "single", "mpi", "nccl"}))
       ->capture_default_str();
   cmd->add_option("--collective-timeout", o->collective_timeout,
                   "Seconds any collective may wait for the other ranks before ending the job")

@@ -48,8 +48,10 @@ struct RouteAttrs {
 };
 struct GroupedMatmulAttrs { bool transpose_w = false; };  // false: y = x W_e^T (W [E, out, in]); true: y = x W_e
 struct ShiftAttrs { int64_t shift = 1; int32_t fill = -1; };
+// Expert parallelism (ops/expert_parallel.cpp): routed experts split evenly over `ranks` ranks.
+struct ExpertParallelAttrs { int ranks = 1; int64_t n_experts = 0, top_k = 0; };
 using Attrs = std::variant<NoAttrs, MatmulAttrs, ScaleAttrs, NormAttrs, AttentionAttrs, ShapeAttrs, SliceAttrs, RopeAttrs,
-                           MlaAttrs, RouteAttrs, GroupedMatmulAttrs, ShiftAttrs>;
+                           MlaAttrs, RouteAttrs, GroupedMatmulAttrs, ShiftAttrs, ExpertParallelAttrs>;
 
 struct Node {
   NodeId id = -1;

@@ -70,6 +70,10 @@ WorldInfo discover_world() {
   return w;
 }
 
+void Communicator::all_reduce_sum_device(float*, size_t) {
+  throw Error("communicator '" + name() + "' works on host memory only");
+}
+
 double Communicator::all_reduce_max(double v) {
   std::vector<double> all(static_cast<size_t>(size()));
   all_gather(&v, all.data(), sizeof v);
@@ -86,6 +90,13 @@ double Communicator::all_reduce_sum(double v) {
   return s;
 }
 
+namespace {
+Communicator* g_expert_comm = nullptr;
+}  // namespace
+
+void set_expert_parallel_communicator(Communicator* comm) { g_expert_comm = comm; }
+Communicator* expert_parallel_communicator() { return g_expert_comm; }
+
 bool have_mpi() {
 #ifdef TANDEM_HAVE_MPI
   return true;
@@ -95,8 +106,8 @@ bool have_mpi() {
 }
 
 std::unique_ptr<Communicator> make_communicator(const std::string& kind, double timeout_s) {
-  check(kind == "auto" || kind == "single" || kind == "mpi", "unknown communicator '", kind,
-        "' (auto, single, mpi)");
+  check(kind == "auto" || kind == "single" || kind == "mpi" || kind == "nccl", "unknown communicator '", kind,
+        "' (auto, single, mpi, nccl)");
   check(timeout_s > 0, "collective timeout must be positive, got ", timeout_s);
   const WorldInfo w = discover_world();
   if (kind == "single" || (kind == "auto" && w.size == 1)) {

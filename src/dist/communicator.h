@@ -48,6 +48,11 @@ class Communicator {
   virtual void all_to_all(const void* send, const size_t* send_bytes, void* recv, const size_t* recv_bytes) = 0;
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
+  // Whether all_reduce_sum_device works (NCCL): then gradients need not visit the host.
+  virtual bool works_on_device() const { return false; }
+  // data (n floats in the compute backend's device memory) <- the sum over ranks. The caller has
+  // synchronised the backend; the result is complete on return.
+  virtual void all_reduce_sum_device(float* data, size_t n);
   // Small helpers built on the above.
   double all_reduce_max(double v);
   double all_reduce_sum(double v);
@@ -63,6 +68,11 @@ class Communicator {
 // "mpi". timeout_s bounds every collective. Errors: MPI requested but not built in, or a
 // torchrun-style world size > 1 without an MPI launcher.
 std::unique_ptr<Communicator> make_communicator(const std::string& kind, double timeout_s);
+
+// The communicator the expert-parallel ops (ops/expert_parallel.h) exchange tokens through: set
+// by the trainer for the life of a run (nullptr: none; those ops then work on one rank only).
+void set_expert_parallel_communicator(Communicator* comm);
+Communicator* expert_parallel_communicator();
 
 // True when this build has MPI.
 bool have_mpi();

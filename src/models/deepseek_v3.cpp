@@ -39,6 +39,8 @@ DeepseekV3::DeepseekV3(DeepseekV3Config c) : c_(c) {
   }
   if (c_.first_k_dense_replace > 0 || c_.num_hidden_layers == 0)
     check(positive(c_.intermediate_size), "deepseek_v3 config: dense layers need intermediate_size");
+  check(c_.seq_aux_loss_alpha >= 0 && std::isfinite(c_.seq_aux_loss_alpha),
+        "deepseek_v3 config: seq_aux_loss_alpha must be a non-negative number");
   if (c_.yarn_factor > 1.0)
     check(c_.yarn_original_max_position > 0, "deepseek_v3 config: rope_scaling.original_max_position_embeddings is required for yarn");
 }
@@ -81,6 +83,7 @@ std::unique_ptr<DeepseekV3> DeepseekV3::from_hf(const nlohmann::json& j, const s
   get("norm_topk_prob", c.norm_topk_prob);
   get("tie_word_embeddings", c.tie_word_embeddings);
   get("rope_interleave", c.rope_interleave);
+  get("seq_aux_loss_alpha", c.seq_aux_loss_alpha);
   if (const auto* v = field("bos_token_id"); v && v->is_number_integer()) c.bos_token_id = v->get<int64_t>();
   if (const auto* v = field("eos_token_id"); v && v->is_number_integer()) c.eos_token_id = v->get<int64_t>();
 
@@ -170,6 +173,7 @@ nlohmann::json DeepseekV3::hf_config() const {
                       {"attention_dropout", 0.0},
                       {"initializer_range", c_.initializer_range},
                       {"torch_dtype", "float32"}};
+  if (c_.seq_aux_loss_alpha > 0) j["seq_aux_loss_alpha"] = c_.seq_aux_loss_alpha;
   if (c_.bos_token_id) j["bos_token_id"] = *c_.bos_token_id;
   if (c_.eos_token_id) j["eos_token_id"] = *c_.eos_token_id;
   return j;
@@ -203,8 +207,9 @@ void DeepseekV3::block_params(const std::string& p, int64_t layer, std::vector<P
   const int64_t E = c_.n_routed_experts, Im = c_.moe_intermediate_size;
   linear("mlp.gate.weight", E, H);
   out.push_back({p + "mlp.gate.e_score_correction_bias", {E}, I::zeros, 0, false, false});
-  out.push_back({p + "mlp.experts.gate_up_proj", {E, 2 * Im, H}, I::normal, std});
-  out.push_back({p + "mlp.experts.down_proj", {E, H, Im}, I::normal, std});
+  const int64_t El = E / ep_ranks_;  // this rank's experts (all of them without expert parallelism)
+  out.push_back({p + "mlp.experts.gate_up_proj", {El, 2 * Im, H}, I::normal, std});
+  out.push_back({p + "mlp.experts.down_proj", {El, H, Im}, I::normal, std});
   if (c_.n_shared_experts > 0) {
     linear("mlp.shared_experts.gate_proj.weight", Im * c_.n_shared_experts, H);
     linear("mlp.shared_experts.up_proj.weight", Im * c_.n_shared_experts, H);
@@ -231,6 +236,11 @@ std::vector<ParamSpec> DeepseekV3::param_specs() const {
     block_params(pre, l, p);
     p.push_back({pre + "shared_head.norm.weight", {H}, I::ones, 0, false});
   }
+  // With lambda = 0 the MTP modules are not in the training graph: they are kept (checkpoints
+  // carry them) but not trained, as PyTorch skips parameters without a gradient.
+  if (mtp_weight_ == 0)
+    for (ParamSpec& s : p)
+      if (s.name.starts_with("model.layers.") && std::stoll(s.name.substr(13)) >= c_.num_hidden_layers) s.trainable = false;
   return p;
 }
 
@@ -325,7 +335,8 @@ float DeepseekV3::softmax_scale() const {
   return static_cast<float>(s);
 }
 
-NodeId DeepseekV3::block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64_t B, int64_t T, GraphMode mode) const {
+NodeId DeepseekV3::block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64_t B, int64_t T, GraphMode mode,
+                         std::vector<NodeId>& balance) const {
   const std::string pre = layer_prefix(layer);
   auto s = g.scope("layers." + std::to_string(layer));
   auto P = [&](const std::string& n) { return m.params.at(pre + n); };
@@ -390,11 +401,27 @@ NodeId DeepseekV3::block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64
     NodeId scores = g.add(OpKind::sigmoid, {linear(flat, "mlp.gate.weight", "mlp.gate")}, NoAttrs{}, "mlp.scores");
     NodeId idx = g.add(OpKind::topk_route, {scores, P("mlp.gate.e_score_correction_bias")}, route, "mlp.route");
     m.router_choices.emplace_back(pre + "mlp", idx);
+    if (mode == GraphMode::train && c_.seq_aux_loss_alpha > 0) {
+      // Sequence-wise balance loss over this layer's affinities and choices, summed over sequences.
+      const int64_t E = c_.n_routed_experts, K = c_.num_experts_per_tok;
+      NodeId per_seq = g.add(OpKind::seq_balance_loss,
+                             {reshape(scores, {B, T, E}, "mlp.balance_scores"), reshape(idx, {B, T, K}, "mlp.balance_ids")},
+                             NoAttrs{}, "mlp.balance");
+      balance.push_back(g.add(OpKind::sum, {per_seq}, NoAttrs{}, "mlp.balance_sum"));
+    }
     NodeId w = g.add(OpKind::route_weights, {scores, idx}, route, "mlp.route_weights");
     NodeId xs = g.add(OpKind::moe_dispatch, {flat, idx}, route, "mlp.dispatch");
-    NodeId gu = g.add(OpKind::grouped_matmul, {xs, P("mlp.experts.gate_up_proj"), idx}, GroupedMatmulAttrs{}, "mlp.experts.gate_up");
+    // Expert parallelism: the rows travel to their experts' owners and back (ops/expert_parallel.h).
+    const ExpertParallelAttrs ep{ep_ranks_, c_.n_routed_experts, c_.num_experts_per_tok};
+    NodeId ids = idx;
+    if (ep_ranks_ > 1) {
+      xs = g.add(OpKind::ep_dispatch, {xs, idx}, ep, "mlp.ep_dispatch");
+      ids = g.add(OpKind::ep_ids, {idx}, ep, "mlp.ep_ids");
+    }
+    NodeId gu = g.add(OpKind::grouped_matmul, {xs, P("mlp.experts.gate_up_proj"), ids}, GroupedMatmulAttrs{}, "mlp.experts.gate_up");
     NodeId act = g.add(OpKind::swiglu, {gu}, NoAttrs{}, "mlp.experts.act");
-    NodeId ys = g.add(OpKind::grouped_matmul, {act, P("mlp.experts.down_proj"), idx}, GroupedMatmulAttrs{}, "mlp.experts.down");
+    NodeId ys = g.add(OpKind::grouped_matmul, {act, P("mlp.experts.down_proj"), ids}, GroupedMatmulAttrs{}, "mlp.experts.down");
+    if (ep_ranks_ > 1) ys = g.add(OpKind::ep_combine, {ys, idx}, ep, "mlp.ep_combine");
     NodeId routed = g.add(OpKind::moe_combine, {ys, w, idx}, route, "mlp.combine");
     if (c_.n_shared_experts > 0)
       routed = g.add(OpKind::add, {routed, swiglu_mlp(flat, "mlp.shared_experts.", "mlp.shared_experts")}, NoAttrs{}, "mlp.sum");
@@ -418,13 +445,35 @@ ModelNodes DeepseekV3::build(Graph& g, int64_t B, int64_t T, GraphMode mode) con
 
   auto s = g.scope("model");
   NodeId x = g.add(OpKind::embedding, {m.input_ids, embed}, NoAttrs{}, "embed_tokens");
-  for (int64_t l = 0; l < c_.num_hidden_layers; ++l) x = block(g, m, x, l, B, T, mode);
+  std::vector<NodeId> balance;  // per MoE layer: the balance loss summed over the batch's sequences
+  for (int64_t l = 0; l < c_.num_hidden_layers; ++l) x = block(g, m, x, l, B, T, mode, balance);
   const NodeId hidden = x;
   x = g.add(OpKind::rmsnorm, {x, m.params.at("model.norm.weight")}, NormAttrs{eps}, "norm");
   m.logits = g.add(OpKind::matmul, {x, head}, MatmulAttrs{false, true}, "lm_head");
   if (mode != GraphMode::train) return m;
   m.loss = m.lm_loss = g.add(OpKind::cross_entropy, {m.logits, m.labels}, NoAttrs{}, "loss");
-  if (c_.num_nextn_predict_layers == 0 || mtp_weight_ <= 0) return m;
+  if (c_.num_nextn_predict_layers > 0 && mtp_weight_ > 0) add_mtp(g, m, hidden, B, T, balance);
+  if (balance.empty()) return m;
+
+  // Sequence-wise balance loss: per MoE layer (the MTP modules' included) the mean over the batch's
+  // sequences of sum_i f_i P_i; reported summed over layers (1 per layer when balanced), weighted
+  // by alpha in the objective.
+  NodeId total = balance[0];
+  for (size_t i = 1; i < balance.size(); ++i)
+    total = g.add(OpKind::add, {total, balance[i]}, NoAttrs{}, "balance_loss_sum." + std::to_string(i));
+  NodeId bal = g.add(OpKind::scale, {total}, ScaleAttrs{static_cast<float>(1.0 / static_cast<double>(B))}, "balance_loss");
+  m.extra_losses.emplace_back("balance_loss", bal);
+  m.loss = g.add(OpKind::add,
+                 {m.loss, g.add(OpKind::scale, {bal}, ScaleAttrs{static_cast<float>(c_.seq_aux_loss_alpha)}, "balance_weighted")},
+                 NoAttrs{}, "balanced_objective");
+  return m;
+}
+
+void DeepseekV3::add_mtp(Graph& g, ModelNodes& m, NodeId hidden, int64_t B, int64_t T, std::vector<NodeId>& balance) const {
+  const GraphMode mode = GraphMode::train;
+  const float eps = static_cast<float>(c_.rms_norm_eps);
+  const NodeId embed = m.params.at("model.embed_tokens.weight");
+  const NodeId head = m.params.at(c_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
 
   // Multi-token prediction: depth k combines the previous depth's hidden state at position i with
   // the embedding of token i+k and predicts token i+k+1 (DeepSeek-V3 section 2.2):
@@ -443,7 +492,7 @@ ModelNodes DeepseekV3::build(Graph& g, int64_t B, int64_t T, GraphMode mode) con
     NodeId hn = g.add(OpKind::rmsnorm, {prev, m.params.at(pre + "hnorm.weight")}, NormAttrs{eps}, "hnorm");
     NodeId h = g.add(OpKind::matmul, {g.add(OpKind::concat_last, {e, hn}, NoAttrs{}, "concat"), m.params.at(pre + "eh_proj.weight")},
                      MatmulAttrs{false, true}, "eh_proj");
-    h = block(g, m, h, l, B, T, mode);
+    h = block(g, m, h, l, B, T, mode, balance);
     NodeId logits = g.add(OpKind::matmul,
                           {g.add(OpKind::rmsnorm, {h, m.params.at(pre + "shared_head.norm.weight")}, NormAttrs{eps}, "shared_head.norm"), head},
                           MatmulAttrs{false, true}, "shared_head.head");
@@ -456,7 +505,6 @@ ModelNodes DeepseekV3::build(Graph& g, int64_t B, int64_t T, GraphMode mode) con
   m.extra_losses.emplace_back("mtp_loss", mtp);
   m.loss = g.add(OpKind::add, {m.lm_loss, g.add(OpKind::scale, {mtp}, ScaleAttrs{static_cast<float>(mtp_weight_)}, "mtp_weighted")},
                  NoAttrs{}, "objective");
-  return m;
 }
 
 double DeepseekV3::train_flops_per_token(int64_t T) const {
@@ -467,13 +515,21 @@ double DeepseekV3::train_flops_per_token(int64_t T) const {
   return 6.0 * static_cast<double>(active_params_per_token()) + attn * static_cast<double>(c_.num_hidden_layers);
 }
 
+void DeepseekV3::set_expert_parallel(int ranks, int rank) {
+  check(ranks >= 1 && c_.n_routed_experts % ranks == 0, "--expert-parallel ", ranks, ": n_routed_experts (",
+        c_.n_routed_experts, ") must split evenly over the ranks");
+  check(ranks == 1 || c_.num_hidden_layers > c_.first_k_dense_replace, "--expert-parallel ", ranks,
+        ": the model has no MoE layers");
+  ep_ranks_ = ranks;  // which share (rank) only matters to whoever slices the weights
+}
+
 int64_t DeepseekV3::active_params_per_token() const {
   int64_t n = 0;
   for (const auto& s : param_specs()) {
     if (s.shape.size() < 2 || !s.trainable) continue;  // norms, biases
     if (s.name == "model.embed_tokens.weight") continue;  // a lookup, not a matmul
     if (s.name.find(".mlp.experts.") != std::string::npos) {
-      n += numel(s.shape) / c_.n_routed_experts * c_.num_experts_per_tok;
+      n += numel(s.shape) / s.shape[0] * c_.num_experts_per_tok;
       continue;
     }
     if (s.name.find("model.layers.") == 0 && std::stoll(s.name.substr(13)) >= c_.num_hidden_layers) continue;  // MTP

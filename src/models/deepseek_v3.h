@@ -25,6 +25,10 @@ struct DeepseekV3Config {
   double yarn_factor = 1.0, yarn_beta_fast = 32.0, yarn_beta_slow = 1.0, yarn_mscale = 0.0, yarn_mscale_all_dim = 0.0;
   int64_t yarn_original_max_position = 0;
   std::optional<int64_t> bos_token_id, eos_token_id;
+  // tandem's training knob, not a transformers field: alpha of DeepSeek-V3's sequence-wise balance
+  // loss (eqs. 17-20), summed over the MoE layers into the training objective; 0 leaves it out of
+  // the graph. Written to config.json only when non-zero (transformers ignores it).
+  double seq_aux_loss_alpha = 0.0;
 };
 
 class DeepseekV3 final : public Model {
@@ -35,6 +39,7 @@ class DeepseekV3 final : public Model {
   // Weight of the multi-token-prediction loss in the objective (DeepSeek-V3's lambda); 0 leaves
   // the MTP modules out of the training graph.
   void set_mtp_loss_weight(double w) override { mtp_weight_ = w; }
+  void set_expert_parallel(int ranks, int rank) override;
 
   std::string type() const override { return "deepseek_v3"; }
   nlohmann::json hf_config() const override;
@@ -54,10 +59,15 @@ class DeepseekV3 final : public Model {
   int64_t active_params_per_token() const;
 
  private:
+  int ep_ranks_ = 1;  // expert parallelism: each rank holds n_routed_experts / ep_ranks_ experts
   bool is_moe_layer(int64_t layer) const { return layer >= c_.first_k_dense_replace; }
   int64_t qk_head_dim() const { return c_.qk_nope_head_dim + c_.qk_rope_head_dim; }
   void block_params(const std::string& prefix, int64_t layer, std::vector<ParamSpec>& out) const;
-  NodeId block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64_t B, int64_t T, GraphMode mode) const;
+  // `balance`: where an MoE layer adds its summed per-sequence balance loss (train mode with alpha > 0).
+  NodeId block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64_t B, int64_t T, GraphMode mode,
+               std::vector<NodeId>& balance) const;
+  // The multi-token-prediction modules on the main model's last hidden state (train mode).
+  void add_mtp(Graph& g, ModelNodes& m, NodeId hidden, int64_t B, int64_t T, std::vector<NodeId>& balance) const;
   RopeAttrs rope_attrs(int64_t rot_offset) const;
   float softmax_scale() const;
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/graph.h"
 #include "io/safetensors.h"
 
@@ -65,9 +66,17 @@ class Model {
   // Weight of auxiliary prediction losses in the training objective (DeepSeek's multi-token
   // prediction); architectures without them ignore it.
   virtual void set_mtp_loss_weight(double) {}
+  // Expert parallelism over `ranks` ranks (ops/expert_parallel.h): this rank's instance holds
+  // only its share of every routed-expert tensor (dim 0 split evenly) and its graphs exchange
+  // tokens with the other ranks. Architectures without routed experts refuse ranks > 1.
+  virtual void set_expert_parallel(int ranks, int rank);
   // Bytes one token occupies in the decoding cache (all layers).
   virtual int64_t kv_cache_bytes_per_token() const = 0;
 };
+
+inline void Model::set_expert_parallel(int ranks, int) {
+  check(ranks == 1, "--expert-parallel ", ranks, ": model type '", type(), "' has no routed experts");
+}
 
 // Builds the model described by an HF config.json object; errors name `where` and the field.
 std::unique_ptr<Model> model_from_hf_config(const nlohmann::json& config, const std::string& where);

@@ -38,8 +38,9 @@ Shape route_shape(const Node& n, std::span<const Node* const> in) {
 void route_ref(const Node& n, std::span<const RefTensor* const> in, RefTensor& out) {
   const auto& a = n.attr<RouteAttrs>();
   std::vector<int32_t> ids(static_cast<size_t>(a.top_k));
+  RouteScratch<double> scratch;
   for (int64_t r = 0; r < in[0]->shape[0]; ++r) {
-    route_row(in[0]->data.data() + r * a.n_experts, in[1]->data.data(), a, ids.data());
+    route_row(in[0]->data.data() + r * a.n_experts, in[1]->data.data(), a, ids.data(), scratch);
     for (int64_t k = 0; k < a.top_k; ++k) out.data[static_cast<size_t>(r * a.top_k + k)] = ids[static_cast<size_t>(k)];
   }
 }
@@ -253,6 +254,70 @@ void combine_grad_w_ref(const Node& n, std::span<const RefTensor* const> in, Ref
   }
 }
 
+// --- sequence-wise balance loss
+Shape balance_shape(const Node& n, std::span<const Node* const> in) {
+  const Shape& s = in[0]->shape;
+  const Shape& id = in[1]->shape;
+  expect_dtype(n, *in[1], DType::i32);
+  check(s.size() == 3 && id.size() == 3 && s[0] == id[0] && s[1] == id[1] && s[1] > 0 && s[2] > 0 && id[2] > 0,
+        op_name(n.op), " at node '", n.name, "': scores ", shape_str(s), " and expert ids ", shape_str(id),
+        " must be [B, T, E] and [B, T, K]");
+  return {s[0]};
+}
+// f_i of sequence b: E / (K T) times the number of times expert i was chosen.
+std::vector<double> balance_fractions(const Node& n, const RefTensor& idx, int64_t b, int64_t E) {
+  const int64_t T = idx.shape[1], K = idx.shape[2];
+  std::vector<double> f(static_cast<size_t>(E), 0.0);
+  for (int64_t j = 0; j < T * K; ++j) {
+    const double e = idx.data[static_cast<size_t>(b * T * K + j)];
+    check(e >= 0 && e < static_cast<double>(E), op_name(n.op), " at node '", n.name, "': expert id ", e, " out of range");
+    f[static_cast<size_t>(e)] += static_cast<double>(E) / static_cast<double>(K * T);
+  }
+  return f;
+}
+void balance_ref(const Node& n, std::span<const RefTensor* const> in, RefTensor& out) {
+  const int64_t B = in[0]->shape[0], T = in[0]->shape[1], E = in[0]->shape[2];
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<double> f = balance_fractions(n, *in[1], b, E);
+    std::vector<double> P(static_cast<size_t>(E), 0.0);
+    for (int64_t t = 0; t < T; ++t) {
+      const double* s = in[0]->data.data() + (b * T + t) * E;
+      double S = 0;
+      for (int64_t j = 0; j < E; ++j) S += s[j];
+      for (int64_t i = 0; i < E; ++i) P[static_cast<size_t>(i)] += s[i] / S / static_cast<double>(T);
+    }
+    double L = 0;
+    for (int64_t i = 0; i < E; ++i) L += f[static_cast<size_t>(i)] * P[static_cast<size_t>(i)];
+    out.data[static_cast<size_t>(b)] = L;
+  }
+}
+void balance_bwd(GradBuilder& b) {
+  b.to(0, b.add(OpKind::seq_balance_loss_grad, {b.in(0), b.in(1), b.grad_out()}, NoAttrs{}, "scores"));
+}
+Shape balance_grad_shape(const Node& n, std::span<const Node* const> in) {
+  const Shape l = balance_shape(n, in.first(2));
+  check(in[2]->shape == l, "seq_balance_loss_grad at node '", n.name, "': dout ", shape_str(in[2]->shape), " must be ",
+        shape_str(l));
+  return in[0]->shape;
+}
+void balance_grad_ref(const Node& n, std::span<const RefTensor* const> in, RefTensor& out) {
+  const int64_t B = in[0]->shape[0], T = in[0]->shape[1], E = in[0]->shape[2];
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<double> f = balance_fractions(n, *in[1], b, E);
+    const double dout = in[2]->data[static_cast<size_t>(b)];
+    for (int64_t t = 0; t < T; ++t) {
+      const double* s = in[0]->data.data() + (b * T + t) * E;
+      double S = 0, fs = 0;
+      for (int64_t j = 0; j < E; ++j) {
+        S += s[j];
+        fs += f[static_cast<size_t>(j)] * s[j];
+      }
+      for (int64_t j = 0; j < E; ++j)
+        out.data[static_cast<size_t>((b * T + t) * E + j)] = dout / (static_cast<double>(T) * S) * (f[static_cast<size_t>(j)] - fs / S);
+    }
+  }
+}
+
 // --- shift_tokens(ids [B, T]) -> [B, T]: ids[b, t + shift], `fill` past the end.
 Shape shift_shape(const Node& n, std::span<const Node* const> in) {
   expect_dtype(n, *in[0], DType::i32);
@@ -279,6 +344,8 @@ extern const OpDef grouped_matmul_grad_w_def{"grouped_matmul_grad_w", 3, gmm_gra
 extern const OpDef moe_combine_def{"moe_combine", 3, combine_shape, combine_ref, combine_bwd};
 extern const OpDef moe_combine_grad_y_def{"moe_combine_grad_y", 3, combine_grad_y_shape, combine_grad_y_ref, nullptr};
 extern const OpDef moe_combine_grad_w_def{"moe_combine_grad_w", 3, combine_grad_w_shape, combine_grad_w_ref, nullptr};
+extern const OpDef seq_balance_loss_def{"seq_balance_loss", 2, balance_shape, balance_ref, balance_bwd};
+extern const OpDef seq_balance_loss_grad_def{"seq_balance_loss_grad", 3, balance_grad_shape, balance_grad_ref, nullptr};
 extern const OpDef shift_tokens_def{"shift_tokens", 1, shift_shape, shift_ref, nullptr, i32_out};
 
 }  // namespace tandem

@@ -13,6 +13,13 @@
 //   grouped_matmul(xs [M, in], W [E, out, in], idx) -> xs_e . W_e^T per segment (transpose_w:
 //     xs_e . W_e, W [E, out, in] with xs [M, out]);
 //   moe_combine(ys [N*K, H], w, idx) -> [N, H]: sum_k w[n, k] ys[pos(n, k)].
+// Sequence-wise balance loss (DeepSeek-V3 eqs. 17-20, before alpha), per sequence b of T tokens:
+//   seq_balance_loss(s [B, T, E], idx [B, T, K]) -> [B]: sum_i f_i P_i with
+//     f_i = E / (K T) * #{(t, k): idx[b, t, k] = i}  (the experts actually chosen; a constant),
+//     P_i = 1/T sum_t s[b, t, i] / sum_j s[b, t, j]  (s: the sigmoid affinities, all E experts, > 0);
+//   1 when the load and the normalised affinities are uniform. The gradient flows through P only:
+//   seq_balance_loss_grad(s, idx, dout [B]) -> [B, T, E]: dout_b / (T S_t) (f_j - sum_i f_i s_ti / S_t),
+//   S_t = sum_j s_tj.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -35,13 +42,22 @@ void expert_order(const Id* idx, int64_t N, int64_t K, int64_t E, std::vector<in
   for (int64_t f = 0; f < N * K; ++f) pos[static_cast<size_t>(f)] = next[static_cast<size_t>(idx[f])]++;
 }
 
+// Working memory of route_row, reused across rows (a kernel keeps one per thread).
+template <typename T>
+struct RouteScratch {
+  std::vector<T> choice;
+  std::vector<std::pair<T, int64_t>> groups, cand;
+};
+
 // One row's routing choice (shared by the reference and the CPU kernel): writes top_k expert ids.
 template <typename T>
-void route_row(const T* scores, const T* bias, const RouteAttrs& a, int32_t* out) {
+void route_row(const T* scores, const T* bias, const RouteAttrs& a, int32_t* out, RouteScratch<T>& scratch) {
   const int64_t E = a.n_experts, per = E / a.n_group;
-  std::vector<T> choice(static_cast<size_t>(E));
+  std::vector<T>& choice = scratch.choice;
+  choice.resize(static_cast<size_t>(E));
   for (int64_t e = 0; e < E; ++e) choice[static_cast<size_t>(e)] = scores[e] + bias[e];
-  std::vector<std::pair<T, int64_t>> groups;
+  std::vector<std::pair<T, int64_t>>& groups = scratch.groups;
+  groups.clear();
   for (int64_t g = 0; g < a.n_group; ++g) {
     T best = -INFINITY, second = -INFINITY;
     for (int64_t e = g * per; e < (g + 1) * per; ++e) {
@@ -53,7 +69,8 @@ void route_row(const T* scores, const T* bias, const RouteAttrs& a, int32_t* out
   }
   auto better = [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); };
   std::partial_sort(groups.begin(), groups.begin() + a.topk_group, groups.end(), better);
-  std::vector<std::pair<T, int64_t>> cand;
+  std::vector<std::pair<T, int64_t>>& cand = scratch.cand;
+  cand.clear();
   for (int64_t i = 0; i < a.topk_group; ++i)
     for (int64_t e = groups[static_cast<size_t>(i)].second * per; e < (groups[static_cast<size_t>(i)].second + 1) * per; ++e)
       cand.emplace_back(choice[static_cast<size_t>(e)], e);

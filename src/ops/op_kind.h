@@ -29,7 +29,9 @@ namespace tandem {
   X(moe_dispatch) X(moe_dispatch_grad)                /* token rows grouped by expert */    \
   X(grouped_matmul) X(grouped_matmul_grad_w)          /* one weight matrix per expert */    \
   X(moe_combine) X(moe_combine_grad_y) X(moe_combine_grad_w)                                \
-  X(shift_tokens)                                     /* labels for multi-token prediction */
+  X(seq_balance_loss) X(seq_balance_loss_grad)        /* sequence-wise balance loss */      \
+  X(shift_tokens)                                     /* labels for multi-token prediction */ \
+  X(ep_dispatch) X(ep_combine) X(ep_ids)              /* expert parallelism: token exchange */
 
 enum class OpKind : uint8_t {
 #define TANDEM_ENUM(name) name,

@@ -62,7 +62,8 @@ extern const OpDef embedding_def, embedding_grad_def, matmul_def, add_def, mul_d
     cross_entropy_grad_def, slice_last_def, pad_last_def, concat_last_def, sigmoid_def, sigmoid_grad_def, swiglu_def,
     swiglu_grad_def, rope_def, mla_qkv_def, mla_qkv_grad_def, attention_latent_def, topk_route_def, route_weights_def,
     route_weights_grad_def, moe_dispatch_def, moe_dispatch_grad_def, grouped_matmul_def, grouped_matmul_grad_w_def,
-    moe_combine_def, moe_combine_grad_y_def, moe_combine_grad_w_def, shift_tokens_def;
+    moe_combine_def, moe_combine_grad_y_def, moe_combine_grad_w_def, seq_balance_loss_def,
+    seq_balance_loss_grad_def, shift_tokens_def, ep_dispatch_def, ep_combine_def, ep_ids_def;
 
 static const OpDef input_def{"input", 0, leaf_shape, nullptr, nullptr};
 static const OpDef param_def{"param", 0, leaf_shape, nullptr, nullptr};

@@ -62,20 +62,30 @@ Tensor guarded(Backend& be, const Shape& shape, DType dt) {
   return t;
 }
 
-// Which nodes of a case graph are rows: the case's own op nodes and everything its backward rules
-// added; the harness around it (weighted sum, its gradients) is not.
+// Which nodes of a case graph are rows: the case's own op nodes and everything their backward
+// rules added (intermediate nodes' too); the harness around it (weighted sum, its gradients) is not.
 bool is_case_node(const CaseGraph& cg, const Node& n) {
   if (n.op == OpKind::input || n.op == OpKind::param || n.op == OpKind::reshape) return false;
-  return n.id <= cg.out || n.name.starts_with("out.bwd.") || (n.name.starts_with("d.") && n.op == OpKind::add);
+  if (n.id <= cg.out) return true;
+  return n.name != "weighted" && n.name != "loss" && !n.name.starts_with("weighted.bwd.") && !n.name.starts_with("loss.bwd.");
 }
 
 ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTensor>& ref, const Node& graph_node,
                     DType dt, const std::string& case_name) {
   Node node = graph_node;
-  node.dtype = dt;
+  // Index-producing ops (expert ids, shifted tokens) keep their i32 output. A node's dtype is its
+  // output's, so a backend cannot be asked about their float inputs in another dtype: they run in
+  // the f32 rows only.
+  const bool ids_out = graph_node.dtype == DType::i32;
+  if (!ids_out) node.dtype = dt;
   const Tolerance tol = tolerance_for(node.op, dt);
   ConformRow row{op_name(node.op), std::string(dtype_name(dt)), case_name, node.name,
                  tol.nmse == 0 ? "exact" : "nmse", 0, tol.nmse, Status::pass, tol.klass};
+  if (ids_out && dt != DType::f32) {
+    row.status = Status::unsupported;
+    row.detail = "integer output: f32 rows only";
+    return row;
+  }
   if (!be.supports(node)) {
     row.status = Status::unsupported;
     row.detail = "backend says unsupported";
@@ -98,7 +108,7 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
     RefTensor want(node.shape);
     op_def(node.op).reference(node, ptrs, want);
 
-    Tensor out = guarded(be, node.shape, dt);
+    Tensor out = guarded(be, node.shape, node.dtype);
     const size_t total = out.storage->bytes;
     std::vector<unsigned char> buf(total, kSentinel);
     be.upload(out.storage->handle, 0, buf.data(), total);
@@ -115,7 +125,11 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
       }
     std::vector<float> got(static_cast<size_t>(out.numel()));
     for (size_t i = 0; i < got.size(); ++i) {
-      if (dt == DType::bf16) {
+      if (ids_out) {
+        int32_t v;
+        std::memcpy(&v, buf.data() + kGuard + 4 * i, 4);
+        got[i] = static_cast<float>(v);
+      } else if (dt == DType::bf16) {
         uint16_t h;
         std::memcpy(&h, buf.data() + kGuard + 2 * i, 2);
         got[i] = bf16_to_f32(h);

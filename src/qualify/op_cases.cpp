@@ -1,5 +1,7 @@
 #include "qualify/op_cases.h"
 
+#include <cmath>
+
 namespace tandem::qualify {
 
 namespace {
@@ -10,6 +12,81 @@ NodeId mm(Graph& g, Shape a, Shape b, bool ta, bool tb) {
 }
 NodeId att(Graph& g, int64_t B, int64_t T, int H, int dqk, int dv, float scale) {
   return g.add(OpKind::attention, {p(g, "qkv", {B, T, H * (2 * dqk + dv)})}, AttentionAttrs{H, dqk, dv, scale}, "out");
+}
+
+// Leaves whose scale follows magnitude^power instead of magnitude (power 0: unit at every
+// magnitude; -1: the inverse, so that a product with a scaled leaf stays O(1)).
+std::function<RefTensor(const Node&, std::mt19937&, double)> leaf_powers(std::map<std::string, double> power) {
+  return [power = std::move(power)](const Node& n, std::mt19937& rng, double m) {
+    auto it = power.find(n.name);
+    return random_leaf(n, rng, it == power.end() ? m : std::pow(m, it->second));
+  };
+}
+
+// DeepSeekMoE's routed path, as the model builds it: sigmoid router scores of x . gate^T, group-
+// limited top-k, normalised weights, tokens grouped per expert, SwiGLU experts, weighted combine.
+// The gate scales as 1/magnitude so the router logits stay O(1) (see op_cases.h).
+// expert_parallel: the rows also take the expert-parallel exchange (ops/expert_parallel.h) on one
+// rank, its only single-process form, so ep_dispatch, ep_ids and ep_combine are conformance rows.
+OpCase moe_case(std::string name, int64_t N, int64_t H, int64_t I, RouteAttrs route, bool expert_parallel = false) {
+  return {std::move(name), expert_parallel ? OpKind::ep_dispatch : OpKind::moe_combine,
+          [=](Graph& g) {
+            NodeId x = p(g, "x", {N, H});
+            NodeId logits = g.add(OpKind::matmul, {x, p(g, "gate", {route.n_experts, H})}, MatmulAttrs{false, true}, "logits");
+            NodeId scores = g.add(OpKind::sigmoid, {logits}, NoAttrs{}, "scores");
+            NodeId idx = g.add(OpKind::topk_route, {scores, g.input("bias", {route.n_experts})}, route, "route");
+            NodeId w = g.add(OpKind::route_weights, {scores, idx}, route, "weights");
+            NodeId xs = g.add(OpKind::moe_dispatch, {x, idx}, route, "dispatch");
+            const ExpertParallelAttrs ep{1, route.n_experts, route.top_k};
+            NodeId ids = idx;
+            if (expert_parallel) {
+              xs = g.add(OpKind::ep_dispatch, {xs, idx}, ep, "ep_dispatch");
+              ids = g.add(OpKind::ep_ids, {idx}, ep, "ep_ids");
+            }
+            NodeId h = g.add(OpKind::grouped_matmul, {xs, p(g, "gate_up", {route.n_experts, 2 * I, H}), ids},
+                             GroupedMatmulAttrs{}, "gate_up_proj");
+            h = g.add(OpKind::swiglu, {h}, NoAttrs{}, "act");
+            NodeId ys = g.add(OpKind::grouped_matmul, {h, p(g, "down", {route.n_experts, H, I}), ids}, GroupedMatmulAttrs{},
+                              "down_proj");
+            if (expert_parallel) ys = g.add(OpKind::ep_combine, {ys, idx}, ep, "ep_combine");
+            return g.add(OpKind::moe_combine, {ys, w, idx}, route, "out");
+          },
+          1.0, leaf_powers({{"gate", -1.0}, {"bias", 0.0}})};
+}
+
+// The sequence-wise balance loss of B sequences of T tokens over the ids topk_route chooses. Scores
+// are positive, as sigmoid affinities are: |N(0, magnitude^2)| (P is invariant to their scale, so
+// the variants test the kernel's sums at large and tiny values, not a different loss).
+OpCase balance_case(std::string name, int64_t B, int64_t T, RouteAttrs route) {
+  const int64_t E = route.n_experts, K = route.top_k;
+  return {std::move(name), OpKind::seq_balance_loss,
+          [=](Graph& g) {
+            NodeId s = p(g, "scores", {B * T, E});
+            NodeId idx = g.add(OpKind::topk_route, {s, g.input("bias", {E})}, route, "route");
+            return g.add(OpKind::seq_balance_loss,
+                         {g.add(OpKind::reshape, {s}, ShapeAttrs{{B, T, E}}, "scores_seq"),
+                          g.add(OpKind::reshape, {idx}, ShapeAttrs{{B, T, K}}, "ids_seq")},
+                         NoAttrs{}, "out");
+          },
+          1.0,
+          [](const Node& n, std::mt19937& rng, double m) {
+            RefTensor t = random_leaf(n, rng, m);
+            if (n.name == "scores")
+              for (double& v : t.data) v = std::abs(v);
+            return t;
+          }};
+}
+
+// Routing alone on sigmoid scores (unit logits at every magnitude; the bias scales, so x100 routes
+// by the bias and x1e-3 by the scores): topk_route's ids feed route_weights.
+OpCase route_case(std::string name, int64_t N, RouteAttrs route) {
+  return {std::move(name), OpKind::topk_route,
+          [=](Graph& g) {
+            NodeId s = g.add(OpKind::sigmoid, {p(g, "logits", {N, route.n_experts})}, NoAttrs{}, "scores");
+            NodeId idx = g.add(OpKind::topk_route, {s, g.input("bias", {route.n_experts})}, route, "route");
+            return g.add(OpKind::route_weights, {s, idx}, route, "out");
+          },
+          1.0, leaf_powers({{"logits", 0.0}})};
 }
 
 std::vector<OpCase> base_cases() {
@@ -85,16 +162,96 @@ std::vector<OpCase> base_cases() {
          return g.add(K::cross_entropy, {p(g, "logits", {3, 1031}), g.input("targets@1031", {3}, DType::i32)}, NoAttrs{},
                       "out");
        }},
+
+      // --- DeepSeek-V3: MLA, RoPE, DeepSeekMoE, multi-token prediction
+      {"slice_last", K::slice_last, [](Graph& g) { return g.add(K::slice_last, {p(g, "x", {2, 3, 9})}, SliceAttrs{2, 4, 9}, "out"); }},
+      {"slice_last_wide", K::slice_last, [](Graph& g) {
+         return g.add(K::slice_last, {p(g, "x", {5, 577})}, SliceAttrs{512, 65, 577}, "out");
+       }},
+      {"concat_last", K::concat_last, [](Graph& g) {
+         return g.add(K::concat_last, {p(g, "a", {2, 3, 4}), p(g, "b", {2, 3, 5})}, NoAttrs{}, "out");
+       }},
+      {"concat_last_width1", K::concat_last, [](Graph& g) {
+         return g.add(K::concat_last, {p(g, "a", {7, 1}), p(g, "b", {7, 129})}, NoAttrs{}, "out");
+       }},
+      {"sigmoid", K::sigmoid, [](Graph& g) { return g.add(K::sigmoid, {p(g, "x", {3, 37})}, NoAttrs{}, "out"); }},
+      {"swiglu", K::swiglu, [](Graph& g) { return g.add(K::swiglu, {p(g, "x", {3, 2, 22})}, NoAttrs{}, "out"); }},
+      {"swiglu_wide", K::swiglu, [](Graph& g) { return g.add(K::swiglu, {p(g, "x", {2, 2 * 515})}, NoAttrs{}, "out"); }},
+      {"rope_interleaved", K::rope, [](Graph& g) {
+         RopeAttrs a;
+         a.rot_offset = 2;
+         a.rot_dim = 4;
+         return g.add(K::rope, {p(g, "x", {2, 5, 3, 6}), g.input("pos@40", {5}, DType::i32)}, a, "out");
+       }},
+      {"rope_half_yarn_per_batch", K::rope, [](Graph& g) {
+         RopeAttrs a;
+         a.rot_dim = 8;
+         a.interleaved = false;
+         a.yarn_factor = 4.0;
+         a.yarn_original_max_position = 16;
+         a.attention_factor = 1.2;
+         return g.add(K::rope, {p(g, "x", {2, 3, 2, 8}), g.input("pos@64", {2, 3}, DType::i32)}, a, "out");
+       }},
+      {"mla_qkv", K::mla_qkv, [](Graph& g) {
+         return g.add(K::mla_qkv, {p(g, "q", {2, 3, 2 * (3 + 2)}), p(g, "kv", {2, 3, 2 * (3 + 4)}), p(g, "kr", {2, 3, 2})},
+                      MlaAttrs{2, 3, 2, 4}, "out");
+       }},
+      {"mla_qkv_no_nope", K::mla_qkv, [](Graph& g) {
+         return g.add(K::mla_qkv, {p(g, "q", {1, 4, 3 * 2}), p(g, "kv", {1, 4, 3 * 5}), p(g, "kr", {1, 4, 2})},
+                      MlaAttrs{3, 0, 2, 5}, "out");
+       }},
+      {"attention_latent", K::attention_latent, [](Graph& g) {
+         return g.add(K::attention_latent,
+                      {g.input("q", {2, 2, 3 * (4 + 2)}), g.input("entries", {2, 2, 5 + 2}), g.input("cache", {2, 7, 5 + 2}),
+                       g.input("kv_b", {3 * (4 + 3), 5}), g.input("cache_len@6", {2}, DType::i32)},
+                      MlaAttrs{3, 4, 2, 3, 0.4f}, "out");
+       }},
+      moe_case("moe_route_and_experts", 6, 5, 3, RouteAttrs{8, 2, 4, 2, true, 2.5f}),
+      // ds-small's routing (32 experts in 4 groups, top-4 of 2 groups) over enough tokens for the
+      // kernels' parallel paths.
+      moe_case("moe_ds_small_routing", 67, 24, 8, RouteAttrs{32, 4, 4, 2, true, 2.5f}),
+      moe_case("moe_expert_parallel_one_rank", 6, 5, 3, RouteAttrs{8, 2, 4, 2, true, 2.5f}, true),
+      route_case("topk_route_groups", 9, RouteAttrs{16, 3, 4, 2, true, 1.0f}),
+      route_case("topk_route_one_group", 5, RouteAttrs{6, 6, 1, 1, true, 1.0f}),
+      balance_case("seq_balance_loss", 3, 5, RouteAttrs{8, 2, 4, 2, true, 1.0f}),
+      balance_case("seq_balance_loss_ds_small", 2, 33, RouteAttrs{32, 4, 4, 2, true, 1.0f}),
+      {"grouped_matmul_transposed", K::grouped_matmul, [](Graph& g) {
+         return g.add(K::grouped_matmul, {p(g, "x", {12, 4}), p(g, "w", {8, 4, 3}), g.input("ids@8", {6, 2}, DType::i32)},
+                      GroupedMatmulAttrs{true}, "out");
+       }},
+      {"route_weights_unnormalised", K::route_weights, [](Graph& g) {
+         const RouteAttrs a{8, 3, 1, 1, false, 1.5f};
+         NodeId s = p(g, "s", {4, 8});
+         NodeId idx = g.add(K::topk_route, {s, g.input("bias", {8})}, a, "route");
+         return g.add(K::route_weights, {s, idx}, a, "out");
+       }},
+      {"shift_tokens", K::shift_tokens, [](Graph& g) {
+         // ids only: feeds an embedding so the case ends in a float output.
+         NodeId ids = g.add(K::shift_tokens, {g.input("labels@11", {2, 7}, DType::i32)}, ShiftAttrs{2, 0}, "shifted");
+         return g.add(K::embedding, {ids, p(g, "table", {11, 3})}, NoAttrs{}, "out");
+       }},
   };
 }
 
 std::vector<OpCase> all_cases() {
   std::vector<OpCase> out = base_cases();
   const size_t n = out.size();
+  // Magnitude matters to an op that reads or writes floats; a view computes nothing.
+  std::vector<bool> scales(n);
+  for (size_t i = 0; i < n; ++i) {
+    Graph g;
+    out[i].build(g);
+    for (const Node& nd : g.nodes()) {
+      if (nd.op != out[i].op || nd.op == OpKind::reshape) continue;
+      bool floats = nd.dtype != DType::i32;
+      for (NodeId in : nd.inputs) floats = floats || g.node(in).dtype != DType::i32;
+      scales[i] = scales[i] || floats;
+    }
+  }
   for (auto [suffix, mag] : {std::pair{"@x100", 100.0}, std::pair{"@x1e-3", 1e-3}})
     for (size_t i = 0; i < n; ++i) {
       OpCase c = out[i];
-      if (c.op == OpKind::reshape) continue;  // a view: nothing computes
+      if (!scales[i]) continue;
       c.name += suffix;
       c.magnitude = mag;
       out.push_back(std::move(c));
@@ -138,7 +295,9 @@ CaseGraph build_case(const OpCase& c, uint64_t seed) {
   std::mt19937 rng(static_cast<uint32_t>(seed));
   for (const Node& n : g.nodes())
     if ((n.op == OpKind::input || n.op == OpKind::param) && n.id != cg.backward.seed)
-      cg.leaves[n.id] = random_leaf(n, rng, n.name == "loss_weights" ? 1.0 : c.magnitude);
+      cg.leaves[n.id] = n.name == "loss_weights"        ? random_leaf(n, rng, 1.0)
+                        : c.leaf && n.dtype != DType::i32 ? c.leaf(n, rng, c.magnitude)
+                                                          : random_leaf(n, rng, c.magnitude);
   cg.leaves[cg.backward.seed] = RefTensor(Shape{});
   cg.leaves[cg.backward.seed].data[0] = 1.0;
   return cg;

@@ -5,6 +5,11 @@
 // A case builds a small graph whose output feeds a weighted sum (`loss`), so build_backward adds
 // the op's backward nodes: conformance covers forward and backward nodes alike.
 //
+// Magnitudes: every float leaf of a case is ~ N(0, magnitude^2) unless the case says otherwise
+// with `leaf`. DeepSeekMoE routing does: its router logits stay O(1) at every magnitude (x scales
+// by m, the gate by 1/m), because sigmoid scores of x100 logits saturate into exact ties (0 or 1)
+// and top-k choices would then depend on the tie-break rather than on the kernel.
+//
 // Views: the graph's only view today is `reshape` of a contiguous tensor (Program gives every
 // intermediate a contiguous slice of one arena), so there is no strided input to test; the
 // conformance runner places every input and output at a non-zero byte offset inside its buffer,
@@ -27,9 +32,13 @@ struct OpCase {
   OpKind op;                              // the op under test (its backward nodes come along)
   std::function<NodeId(Graph&)> build;    // returns the output node; leaves are inputs/params
   double magnitude = 1.0;                 // float leaves ~ N(0, magnitude^2)
+  // Values of one float leaf at `magnitude`, for cases that need other than N(0, magnitude^2)
+  // (empty: random_leaf for every leaf).
+  std::function<RefTensor(const Node&, std::mt19937&, double magnitude)> leaf = nullptr;
 };
 
-// Every case, base cases first (magnitude 1), then the large and tiny variants.
+// Every case, base cases first (magnitude 1), then the large and tiny variants (of every case with
+// a float leaf: magnitude means nothing to a case of ids only, nor to a view).
 const std::vector<OpCase>& op_cases();
 
 // A case's graph with its loss and backward pass, and float64 leaf values.

@@ -55,7 +55,10 @@ const std::map<std::string, std::set<std::string>>& model_keys() {
         "num_attention_heads", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
         "n_routed_experts", "n_shared_experts", "num_experts_per_tok", "first_k_dense_replace", "n_group", "topk_group",
         "routed_scaling_factor", "norm_topk_prob", "rope_theta", "rope_scaling", "rms_norm_eps", "num_nextn_predict_layers",
-        "tie_word_embeddings", "max_position_embeddings", "rope_interleave", "initializer_range"}},
+        "tie_word_embeddings", "max_position_embeddings", "rope_interleave", "initializer_range",
+        // tandem's, not transformers': alpha of the sequence-wise balance loss (DeepseekV3Config
+        // carries it, so it reaches the training graph and the checkpoint's config.json).
+        "seq_aux_loss_alpha"}},
   };
   return k;
 }

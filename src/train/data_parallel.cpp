@@ -1,5 +1,6 @@
 #include "train/data_parallel.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -16,9 +17,52 @@ ReduceMode parse_reduce_mode(const std::string& s) {
 
 const char* reduce_mode_name(ReduceMode m) { return m == ReduceMode::fast ? "fast" : "deterministic"; }
 
+ParamStore shard_params(const ParamStore& full, const Model& local_model, Backend& backend, int rank) {
+  ParamStore out;
+  out.specs = local_model.param_specs();
+  check(out.specs.size() == full.specs.size(), "expert parallelism: parameter lists differ");
+  for (size_t i = 0; i < out.specs.size(); ++i) {
+    const Shape& want = out.specs[i].shape;
+    const Tensor& t = full.tensors[i];
+    if (want == t.shape) {
+      out.tensors.push_back(Tensor::empty(backend, want, DType::f32));
+      out.tensors.back().copy_from(t);
+      continue;
+    }
+    const size_t bytes = static_cast<size_t>(numel(want)) * sizeof(float);
+    check(t.nbytes() % bytes == 0 && want.size() == t.shape.size(), "expert parallelism: ", out.specs[i].name, " ",
+          shape_str(t.shape), " does not split into ", shape_str(want));
+    std::vector<float> host(static_cast<size_t>(numel(want)));
+    backend.download(host.data(), t.storage->handle, t.offset + static_cast<size_t>(rank) * bytes, bytes);
+    out.tensors.push_back(Tensor::from_host(backend, want, host));
+  }
+  return out;
+}
+
+std::vector<Tensor> gather_params(const std::vector<Tensor>& local, const std::vector<ParamSpec>& full_specs,
+                                  Communicator& comm, Backend& backend) {
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < local.size(); ++i) {
+    if (local[i].shape == full_specs[i].shape) {
+      out.push_back(local[i]);
+      continue;
+    }
+    const std::vector<float> mine = local[i].to_host();
+    std::vector<float> all(static_cast<size_t>(numel(full_specs[i].shape)));
+    check(all.size() == mine.size() * static_cast<size_t>(comm.size()), "expert parallelism: ", full_specs[i].name,
+          " does not gather into ", shape_str(full_specs[i].shape));
+    comm.all_gather(mine.data(), all.data(), mine.size() * sizeof(float));
+    out.push_back(Tensor::from_host(backend, full_specs[i].shape, all));
+  }
+  return out;
+}
+
 DataParallel::DataParallel(Communicator& comm, const ParallelOptions& opts, const ParamStore& params, Backend& backend,
-                           int64_t batch_size)
-    : comm_(comm), opts_(opts), backend_(backend), specs_(params.specs) {
+                           int64_t batch_size, std::vector<bool> rank_local)
+    : comm_(comm), opts_(opts), backend_(backend), specs_(params.specs), rank_local_(std::move(rank_local)) {
+  rank_local_.resize(specs_.size(), false);
+  const bool any_local = std::find(rank_local_.begin(), rank_local_.end(), true) != rank_local_.end();
+  check(!any_local || opts.zero == 0, "--zero 1 with --expert-parallel is not supported yet");
   const int64_t N = comm.size();
   check(opts.zero == 0 || opts.zero == 1, "--zero ", opts.zero, ": only ZeRO stage 1 (optimizer state) is implemented");
   pieces_ = opts.reduce == ReduceMode::deterministic && opts.dp_shards > 0 ? opts.dp_shards : N;
@@ -30,9 +74,11 @@ DataParallel::DataParallel(Communicator& comm, const ParallelOptions& opts, cons
   local_ = pieces_ / N;
   first_ = comm.rank() * local_;
 
-  for (const ParamSpec& s : specs_) {
-    offsets_.push_back(s.trainable ? total_ : -1);
-    if (s.trainable) total_ += numel(s.shape);
+  check(!any_local || local_ == 1, "--expert-parallel needs one batch shard per rank (--dp-shards = the world size)");
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    const bool reduced = specs_[i].trainable && !rank_local_[i];
+    offsets_.push_back(reduced ? total_ : -1);
+    if (reduced) total_ += numel(specs_[i].shape);
   }
   if (opts.zero) {
     slice_ = (total_ + N - 1) / N;
@@ -119,12 +165,30 @@ double DataParallel::reduce(const std::vector<const Tensor*>& grads, double inv_
       unpack(terms_[0], grads);
       staged_ = 0;
     }
+  } else if (!single && comm_.works_on_device()) {
+    // NCCL: pack into one device buffer, reduce there, unpack; nothing visits the host.
+    if (!device_flat_.defined()) device_flat_ = Tensor::empty(backend_, {std::max<int64_t>(total_, 1)}, DType::f32);
+    for (size_t i = 0; i < grads.size(); ++i)
+      if (offsets_[i] >= 0)
+        backend_.copy(device_flat_.storage->handle, static_cast<size_t>(offsets_[i]) * sizeof(float),
+                      grads[i]->storage->handle, grads[i]->offset, grads[i]->nbytes());
+    backend_.sync();
+    comm_.all_reduce_sum_device(static_cast<float*>(device_flat_.storage->handle), static_cast<size_t>(total_));
+    for (size_t i = 0; i < grads.size(); ++i)
+      if (offsets_[i] >= 0)
+        backend_.copy(grads[i]->storage->handle, grads[i]->offset, device_flat_.storage->handle,
+                      static_cast<size_t>(offsets_[i]) * sizeof(float), grads[i]->nbytes());
   } else if (!single) {
     pack(grads, host_);
     comm_.all_reduce_sum(host_.data(), static_cast<size_t>(total_));
     unpack(host_, grads);
   }
-  return global_norm(backend_, grads) * inv_count;
+  if (std::find(rank_local_.begin(), rank_local_.end(), true) == rank_local_.end())
+    return global_norm(backend_, grads) * inv_count;
+  // Expert parallelism: replicas count once, every rank's own experts are added over ranks.
+  double replicated = 0, own = 0;
+  for (size_t i = 0; i < grads.size(); ++i) (rank_local_[i] ? own : replicated) += backend_.sum_squares(*grads[i]);
+  return std::sqrt(replicated + comm_.all_reduce_sum(own)) * inv_count;
 }
 
 void DataParallel::step(ParamStore& params, const std::vector<const Tensor*>& grads, const TrainConfig& c, double lr,
@@ -136,7 +200,7 @@ void DataParallel::step(ParamStore& params, const std::vector<const Tensor*>& gr
   };
   if (!opts_.zero) {
     for (size_t i = 0; i < params.tensors.size(); ++i) {
-      if (offsets_[i] < 0) continue;
+      if (!specs_[i].trainable) continue;
       params.tensors[i].backend().adamw(params.tensors[i], *grads[i], full_m_[i], full_v_[i], adamw_step(i));
     }
     return;

@@ -43,10 +43,20 @@ struct ParallelOptions {
 ReduceMode parse_reduce_mode(const std::string& s);
 const char* reduce_mode_name(ReduceMode m);
 
+// Expert parallelism: this rank's share of a full parameter set for `local_model` (tensors whose
+// shape differs are split evenly along dim 0, rank r taking the r-th part), and the reverse,
+// an all-gather back to the full shapes (tensors that are not split are returned as they are).
+ParamStore shard_params(const ParamStore& full, const Model& local_model, Backend& backend, int rank);
+std::vector<Tensor> gather_params(const std::vector<Tensor>& local, const std::vector<ParamSpec>& full_specs,
+                                  Communicator& comm, Backend& backend);
+
 class DataParallel {
  public:
+  // rank_local[i]: parameter i is this rank's own share (expert parallelism), not a replica:
+  // its gradient is complete already (the experts' owner saw every rank's tokens) and is not
+  // added over ranks.
   DataParallel(Communicator& comm, const ParallelOptions& opts, const ParamStore& params, Backend& backend,
-               int64_t batch_size);
+               int64_t batch_size, std::vector<bool> rank_local = {});
 
   int64_t pieces() const { return pieces_; }                // P
   int64_t rows_per_piece() const { return rows_; }          // batch_size / P
@@ -96,7 +106,8 @@ class DataParallel {
   ParallelOptions opts_;
   Backend& backend_;
   std::vector<ParamSpec> specs_;
-  std::vector<int64_t> offsets_;  // flat offset of each trainable parameter (-1: not trainable)
+  std::vector<int64_t> offsets_;  // flat offset of each replicated trainable parameter (-1: none)
+  std::vector<bool> rank_local_;
   int64_t total_ = 0;             // trainable elements
   int64_t pieces_ = 1, rows_ = 0, first_ = 0, local_ = 1;
   // ZeRO-1: this rank's slice [slice_begin_, slice_begin_ + slice_len_) of the flat parameters,
@@ -106,6 +117,7 @@ class DataParallel {
   Tensor m_, v_, grad_slice_;        // ZeRO: flat [slice_] moments and (fast) reduced gradient slice
   std::vector<Tensor> full_m_, full_v_;  // without ZeRO: full moments
   std::vector<float> host_;          // staging
+  Tensor device_flat_;               // staging on the device, for communicators that work there
   std::vector<std::vector<float>> terms_;  // deterministic: staged pieces
   size_t staged_ = 0;
 };

@@ -19,6 +19,9 @@
 #ifdef TANDEM_HAVE_MPI
 #include "dist/mpi_communicator.h"
 #endif
+#ifdef TANDEM_HAVE_NCCL
+#include "dist/nccl_communicator.h"
+#endif
 #include "data/batch_loader.h"
 #include "data/shard.h"
 #include "io/atomic_file.h"
@@ -185,6 +188,7 @@ class Trainer {
  private:
   void open_run();
   void skip_data_windows();
+  ParamStore load_params(const fs::path& file) const;
   void forward_backward();
   void inject_faults(int64_t step);
   std::optional<std::string> recompute_differs(uint64_t position_before);
@@ -205,7 +209,13 @@ class Trainer {
   fs::path tok_path_;
   TokenShard train_shard_, val_shard_;
   TrainerState state_;
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<Model> model_;     // what this process computes (its experts only, with expert parallelism)
+  std::unique_ptr<Model> model_io_;  // expert parallelism: the whole model, as checkpoints hold it
+  const Model& io_model() const { return model_io_ ? *model_io_ : *model_; }
+  int expert_ranks() const { return model_io_ ? comm_->size() : 1; }
+  // Checkpoint tensors (full shapes) <-> this rank's parameters.
+  std::vector<Tensor> own_share(std::vector<Tensor> full) const;
+  std::vector<Tensor> whole(const std::vector<Tensor>& own) const;
   std::unique_ptr<Backend> backend_;
   ParamStore params_;
   std::unique_ptr<DataParallel> dp_;
@@ -251,6 +261,25 @@ void Trainer::open_run() {
     check(!fs::exists(metrics_path) && list_checkpoints(opts_.out_dir).empty(), opts_.out_dir.string(),
           ": already holds a run; pass --resume to continue it, or choose another --out");
   }
+}
+
+std::vector<Tensor> Trainer::own_share(std::vector<Tensor> full) const {
+  if (!model_io_) return full;
+  ParamStore f;
+  f.specs = model_io_->param_specs();
+  f.tensors = std::move(full);
+  return shard_params(f, *model_, *backend_, comm_->rank()).tensors;
+}
+
+std::vector<Tensor> Trainer::whole(const std::vector<Tensor>& own) const {
+  if (!model_io_) return own;
+  return gather_params(own, model_io_->param_specs(), *comm_, *backend_);
+}
+
+ParamStore Trainer::load_params(const fs::path& file) const {
+  ParamStore p = ParamStore::load(io_model(), *backend_, file);
+  if (model_io_) p = shard_params(p, *model_, *backend_, comm_->rank());
+  return p;
 }
 
 void Trainer::skip_data_windows() {
@@ -370,18 +399,20 @@ std::optional<std::string> Trainer::recompute_differs(uint64_t position_before) 
 
 void Trainer::restore(const std::optional<fs::path>& dir) {
   if (dir) {
-    const ParamStore saved = ParamStore::load(*model_, *backend_, *dir / "model.safetensors");
+    const ParamStore saved = load_params(*dir / "model.safetensors");
     for (size_t i = 0; i < params_.tensors.size(); ++i) params_.tensors[i].copy_from(saved.tensors[i]);
-    std::vector<Tensor> m = params_.zeros_like(*backend_), v = params_.zeros_like(*backend_);
-    read_optimizer_state(*dir, params_, m, v);
-    dp_->load_moments(m, v);
+    ParamStore shapes;
+    shapes.specs = io_model().param_specs();
+    std::vector<Tensor> m = shapes.zeros_like(*backend_), v = shapes.zeros_like(*backend_);
+    read_optimizer_state(*dir, shapes, m, v);
+    dp_->load_moments(own_share(m), own_share(v));
     const TrainerState s = read_trainer_state(*dir);
     state_.step = s.step;
     state_.data_position = s.data_position;
     guard_->load(s.guard, (*dir / "trainer_state.json").string());
   } else {  // the initial state: weights from the seed, zero moments
-    const ParamStore init = ParamStore::init(*model_, *backend_, state_.seed);
-    for (size_t i = 0; i < params_.tensors.size(); ++i) params_.tensors[i].copy_from(init.tensors[i]);
+    const std::vector<Tensor> init = own_share(ParamStore::init(io_model(), *backend_, state_.seed).tensors);
+    for (size_t i = 0; i < params_.tensors.size(); ++i) params_.tensors[i].copy_from(init[i]);
     dp_->zero_moments();
     state_.step = 0;
     state_.data_position = 0;
@@ -436,12 +467,18 @@ void Trainer::rollback(int64_t step, int64_t max_target_step, const std::string&
 }
 
 bool Trainer::save_checkpoint(bool must_succeed) {
+  // Collective: every rank takes part in gathering what the lead writes.
   std::vector<Tensor> exp_avg, exp_avg_sq;
-  dp_->full_moments(exp_avg, exp_avg_sq);  // collective: every rank takes part, the lead writes
+  dp_->full_moments(exp_avg, exp_avg_sq);
+  ParamStore full;
+  full.specs = io_model().param_specs();
+  full.tensors = whole(params_.tensors);
+  exp_avg = whole(exp_avg);
+  exp_avg_sq = whole(exp_avg_sq);
   if (!lead_) return true;
   fs::path dir;
   try {
-    dir = write_checkpoint(opts_.out_dir, *model_, params_, exp_avg, exp_avg_sq, tok_path_, state_);
+    dir = write_checkpoint(opts_.out_dir, io_model(), full, exp_avg, exp_avg_sq, tok_path_, state_);
   } catch (const Error& e) {
     std::string newest = "none";
     for (const fs::path& ck : list_checkpoints(opts_.out_dir))
@@ -496,12 +533,35 @@ void Trainer::run() {
         " exceeds the model's context ", model_->context_length());
   check_vocab(train_shard_, model_->vocab_size(), tokenizer_vocab);
   check_vocab(val_shard_, model_->vocab_size(), tokenizer_vocab);
+  check(opts_.expert_parallel == 1 || opts_.expert_parallel == comm_->size(), "--expert-parallel ",
+        opts_.expert_parallel, " must equal the number of ranks (", comm_->size(), ")");
+  if (opts_.expert_parallel > 1) {
+    // This rank computes with its share of the experts; checkpoints hold the whole model.
+    model_io_ = std::move(model_);
+    model_ = model_from_hf_config(cfg_.model, "config");
+    model_->set_mtp_loss_weight(cfg_.mtp_loss_weight);
+    model_->set_expert_parallel(opts_.expert_parallel, comm_->rank());
+  }
   const int64_t total = opts_.steps.value_or(cfg_.max_steps);
   check(total > 0, "--steps must be positive");
 
   backend_ = make_backend(opts_.backend);
-  params_ = resume_from_ ? ParamStore::load(*model_, *backend_, *resume_from_ / "model.safetensors")
-                         : ParamStore::init(*model_, *backend_, state_.seed);
+  // GPU ranks add up gradients with NCCL on the device the backend chose (MPI still carries the
+  // small host values and shares NCCL's id).
+  if (opts_.comm == "nccl" || (opts_.comm == "auto" && opts_.backend == "cuda" && comm_->size() > 1)) {
+#ifdef TANDEM_HAVE_NCCL
+    comm_ = make_nccl_communicator(std::move(comm_), opts_.collective_timeout);
+#else
+    check(opts_.comm != "nccl", "--comm nccl: this build has no NCCL (CMake found no CUDA toolkit with NCCL, or no MPI)");
+#endif
+  }
+  if (opts_.expert_parallel > 1) set_expert_parallel_communicator(comm_.get());
+  if (resume_from_) {
+    params_ = load_params(*resume_from_ / "model.safetensors");
+  } else {
+    params_.specs = model_->param_specs();
+    params_.tensors = own_share(ParamStore::init(io_model(), *backend_, state_.seed).tensors);
+  }
   ParallelOptions popts;
   popts.reduce = parse_reduce_mode(opts_.reduce);
   popts.zero = opts_.zero;
@@ -511,12 +571,17 @@ void Trainer::run() {
   if (popts.reduce == ReduceMode::deterministic && popts.dp_shards == 0)
     popts.dp_shards = state_.parallel.is_object() ? state_.parallel.value("dp_shards", int64_t{comm_->size()})
                                                   : int64_t{comm_->size()};
-  dp_ = std::make_unique<DataParallel>(*comm_, popts, params_, *backend_, cfg_.batch_size);
+  std::vector<bool> rank_local;  // expert parallelism: this rank's own experts
+  const std::vector<ParamSpec> io_specs = io_model().param_specs();
+  for (size_t i = 0; i < params_.specs.size(); ++i) rank_local.push_back(params_.specs[i].shape != io_specs[i].shape);
+  dp_ = std::make_unique<DataParallel>(*comm_, popts, params_, *backend_, cfg_.batch_size, rank_local);
   state_.parallel = {{"reduce", reduce_mode_name(popts.reduce)}, {"dp_shards", dp_->pieces()}};
   if (resume_from_) {
-    std::vector<Tensor> m = params_.zeros_like(*backend_), v = params_.zeros_like(*backend_);
-    read_optimizer_state(*resume_from_, params_, m, v);
-    dp_->load_moments(m, v);
+    ParamStore shapes;
+    shapes.specs = io_specs;
+    std::vector<Tensor> m = shapes.zeros_like(*backend_), v = shapes.zeros_like(*backend_);
+    read_optimizer_state(*resume_from_, shapes, m, v);
+    dp_->load_moments(own_share(m), own_share(v));
   }
   guard_ = std::make_unique<TrainingGuard>(cfg_);
   guard_->load(state_.guard, resume_from_ ? (*resume_from_ / "trainer_state.json").string() : "initial state");
@@ -524,7 +589,8 @@ void Trainer::run() {
   const int64_t B = cfg_.batch_size, T = cfg_.block_size;
   const int64_t R = dp_->rows_per_piece();  // rows this process computes at once
   prog_ = std::make_unique<TrainingProgram>(*model_, *backend_, params_, R, T);
-  if (lead_) eval_ = std::make_unique<EvalProgram>(*model_, *backend_, params_, B, T);
+  // Validation runs on the lead; with expert parallelism every rank takes part (the same batches).
+  if (lead_ || expert_ranks() > 1) eval_ = std::make_unique<EvalProgram>(*model_, *backend_, params_, B, T);
   loader_ = std::make_unique<BatchLoader>(train_shard_, static_cast<int>(B), static_cast<int>(T), state_.seed);
   loader_->seek(state_.data_position);
 
@@ -636,7 +702,7 @@ void Trainer::run() {
     // the update was applied, the same way on every rank.
     if (!loads_.empty())
       m["moe"] = balance_experts(all_ranks_loads(), params_, verdict ? 0.0 : cfg_.router_bias_update_rate, eval_now);
-    if (eval_now && lead_) m["val_loss"] = validation_loss(*eval_, val_shard_, cfg_);
+    if (eval_now && eval_) m["val_loss"] = validation_loss(*eval_, val_shard_, cfg_);
     if (lead_) metrics_ << m.dump() << "\n" << std::flush;
     if (verdict)
       events_->event("skip", step, verdict->kind + ": " + verdict->detail + "; update not applied",

@@ -178,3 +178,62 @@ def test_import_missing_or_misshapen_tensor(tandem, tmp_path):
     r = tandem.run("import", "--from", tmp_path / "hf", "--out", tmp_path / "x")
     assert r.returncode != 0 and name in r.stderr, r.describe()
     assert not (tmp_path / "x").exists()
+
+
+def torch_balance_loss(router_logits, topk_indices, B, T, E, K):
+    """DeepSeek-V3's sequence-wise balance loss (eqs. 17-20) before alpha, mean over the sequences:
+    f_i = E/(K T) * #{t: i in top-K of token t}, P_i = 1/T sum_t s_it / sum_j s_jt, L = sum_i f_i P_i."""
+    s = router_logits.sigmoid().view(B, T, E)
+    P = (s / s.sum(-1, keepdim=True)).mean(1)
+    counts = torch.zeros(B, E).scatter_add_(1, topk_indices.view(B, T * K), torch.ones(B, T * K))
+    f = counts * E / (K * T)
+    return (f * P).sum(-1).mean()
+
+
+def test_balance_loss_matches_torch(tandem, tmp_path):
+    """seq_aux_loss_alpha: tandem's balance_loss and every gradient of CE + alpha * L_bal against torch
+    autograd on transformers' model, with L_bal written from the paper's formula on the router logits
+    and top-k choices transformers computes. Bounds: the loss 1e-5 relative (f32 sums over B*T*E
+    terms), gradients 1e-3 (as the other parity tests)."""
+    alpha = 0.3
+    cfg = tiny_config()
+    model = hf_model(cfg)
+    d = tmp_path / "hf"
+    model.save_pretrained(d)
+    j = json.loads((d / "config.json").read_text())
+    j["seq_aux_loss_alpha"] = alpha
+    (d / "config.json").write_text(json.dumps(j))
+    B, T, E, K = 3, 16, cfg.n_routed_experts, cfg.num_experts_per_tok
+    ids = np.random.default_rng(3).integers(0, cfg.vocab_size, size=(B, T))
+    got, labels = run_tandem_grad(tandem, d, ids, tmp_path)
+
+    router = {}
+    hooks = []
+    for i, layer in enumerate(model.model.layers):
+        gate = getattr(layer.mlp, "gate", None)
+        if gate is not None:
+            hooks.append(gate.register_forward_hook(lambda mod, args, out, i=i: router.__setitem__(i, out)))
+    model.train()
+    logits = model(torch.from_numpy(ids)).logits
+    for h in hooks:
+        h.remove()
+    assert sorted(router) == [1, 2]
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size), torch.from_numpy(labels).reshape(-1))
+    bal = sum(torch_balance_loss(out[0], out[2], B, T, E, K) for out in router.values())
+    for i, out in router.items():
+        have = got[f"experts.model.layers.{i}.mlp"]
+        assert [set(r) for r in have.tolist()] == [set(r) for r in out[2].tolist()]
+
+    # The balance term must matter to the gradients compared below (else the check proves nothing).
+    gate_w = model.model.layers[1].mlp.gate.weight
+    g_bal = torch.autograd.grad(alpha * bal, gate_w, retain_graph=True)[0]
+    g_ce = torch.autograd.grad(ce, gate_w, retain_graph=True)[0]
+    assert g_bal.abs().max() > 0.1 * g_ce.abs().max(), (g_bal.abs().max(), g_ce.abs().max())
+
+    (ce + alpha * bal).backward()
+    print(f"balance_loss: tandem {float(got['balance_loss'][0]):.7f}, torch {bal.item():.7f}")
+    assert abs(float(got["balance_loss"][0]) - bal.item()) / bal.item() < 1e-5
+    assert abs(float(got["loss"][0]) - ce.item()) / ce.item() < 1e-5
+    for name, p in model.named_parameters():
+        err = max_rel_err(got["grad." + name], p.grad.numpy())
+        assert err < 1e-3, f"{name}: {err}"

@@ -48,7 +48,8 @@ cpu::Kernel kernel_for(OpKind op) {
     K(cross_entropy) K(cross_entropy_grad) K(slice_last) K(pad_last) K(concat_last) K(sigmoid) K(sigmoid_grad)
     K(swiglu) K(swiglu_grad) K(rope) K(mla_qkv) K(mla_qkv_grad) K(attention_latent) K(topk_route) K(route_weights)
     K(route_weights_grad) K(moe_dispatch) K(moe_dispatch_grad) K(grouped_matmul) K(grouped_matmul_grad_w)
-    K(moe_combine) K(moe_combine_grad_y) K(moe_combine_grad_w) K(shift_tokens)
+    K(moe_combine) K(moe_combine_grad_y) K(moe_combine_grad_w) K(seq_balance_loss) K(seq_balance_loss_grad) K(shift_tokens)
+    K(ep_dispatch) K(ep_combine) K(ep_ids)
 #undef K
     default: return nullptr;
   }
@@ -58,7 +59,8 @@ cpu::Kernel kernel_for(OpKind op) {
 bool CpuBackend::supports(const Node& node) const {
   // f32 compute only for now (index-producing ops output i32); bf16 kernels are a later addition.
   if (kernel_for(node.op) == nullptr) return false;
-  return node.dtype == DType::f32 || node.op == OpKind::topk_route || node.op == OpKind::shift_tokens;
+  return node.dtype == DType::f32 || node.op == OpKind::topk_route || node.op == OpKind::shift_tokens ||
+         node.op == OpKind::ep_ids;
 }
 
 void CpuBackend::execute(const Node& node, std::span<const Tensor> inputs, const Tensor& output) {

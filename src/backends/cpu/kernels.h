@@ -65,6 +65,11 @@ TANDEM_CPU_KERNEL(grouped_matmul_grad_w)
 TANDEM_CPU_KERNEL(moe_combine)
 TANDEM_CPU_KERNEL(moe_combine_grad_y)
 TANDEM_CPU_KERNEL(moe_combine_grad_w)
+TANDEM_CPU_KERNEL(seq_balance_loss)
+TANDEM_CPU_KERNEL(seq_balance_loss_grad)
+TANDEM_CPU_KERNEL(ep_dispatch)
+TANDEM_CPU_KERNEL(ep_combine)
+TANDEM_CPU_KERNEL(ep_ids)
 TANDEM_CPU_KERNEL(shift_tokens)
 #undef TANDEM_CPU_KERNEL
 

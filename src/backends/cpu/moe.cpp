@@ -24,8 +24,12 @@ void topk_route(const Node& node, std::span<const Tensor> in, const Tensor& out)
   const float* bias = f32(in[1]);
   int32_t* o = i32(out);
   const int64_t N = in[0].shape[0];
-#pragma omp parallel for schedule(static) if (N * a.n_experts > kParallelMin)
-  for (int64_t r = 0; r < N; ++r) route_row(s + r * a.n_experts, bias, a, o + r * a.top_k);
+#pragma omp parallel if (N * a.n_experts > kParallelMin)
+  {
+    RouteScratch<float> scratch;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < N; ++r) route_row(s + r * a.n_experts, bias, a, o + r * a.top_k, scratch);
+  }
 }
 
 void route_weights(const Node& node, std::span<const Tensor> in, const Tensor& out) {
@@ -183,6 +187,64 @@ void moe_combine_grad_w(const Node& node, std::span<const Tensor> in, const Tens
 #pragma omp simd reduction(+ : s)
     for (int64_t c = 0; c < H; ++c) s += gr[c] * yr[c];
     o[f] = s;
+  }
+}
+
+namespace {
+// f_i of one sequence (ids [T, K]): E / (K T) per time expert i was chosen.
+void balance_fractions(const Node& node, const int32_t* id, int64_t T, int64_t K, int64_t E, std::vector<double>& f) {
+  f.assign(static_cast<size_t>(E), 0.0);
+  const double unit = static_cast<double>(E) / static_cast<double>(K * T);
+  for (int64_t j = 0; j < T * K; ++j) {
+    check(id[j] >= 0 && id[j] < E, op_name(node.op), " at node '", node.name, "': expert id ", id[j], " out of range [0, ", E, ")");
+    f[static_cast<size_t>(id[j])] += unit;
+  }
+}
+}  // namespace
+
+// Per sequence: sum_i f_i P_i = 1/T sum_t (sum_i f_i s_ti) / S_t; sums in double (the op is a few
+// E-wide passes over the router scores: negligible next to the experts).
+void seq_balance_loss(const Node& node, std::span<const Tensor> in, const Tensor& out) {
+  const float* s = f32(in[0]);
+  const int32_t* id = i32(in[1]);
+  float* o = f32(out);
+  const int64_t B = in[0].shape[0], T = in[0].shape[1], E = in[0].shape[2], K = in[1].shape[2];
+  std::vector<double> f;
+  for (int64_t b = 0; b < B; ++b) {
+    balance_fractions(node, id + b * T * K, T, K, E, f);
+    double L = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const float* row = s + (b * T + t) * E;
+      double S = 0, fs = 0;
+      for (int64_t j = 0; j < E; ++j) {
+        S += row[j];
+        fs += f[static_cast<size_t>(j)] * row[j];
+      }
+      L += fs / S;
+    }
+    o[b] = static_cast<float>(L / static_cast<double>(T));
+  }
+}
+
+void seq_balance_loss_grad(const Node& node, std::span<const Tensor> in, const Tensor& out) {
+  const float* s = f32(in[0]);
+  const int32_t* id = i32(in[1]);
+  const float* g = f32(in[2]);
+  float* o = f32(out);
+  const int64_t B = in[0].shape[0], T = in[0].shape[1], E = in[0].shape[2], K = in[1].shape[2];
+  std::vector<double> f;
+  for (int64_t b = 0; b < B; ++b) {
+    balance_fractions(node, id + b * T * K, T, K, E, f);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* row = s + (b * T + t) * E;
+      double S = 0, fs = 0;
+      for (int64_t j = 0; j < E; ++j) {
+        S += row[j];
+        fs += f[static_cast<size_t>(j)] * row[j];
+      }
+      const double c = static_cast<double>(g[b]) / (static_cast<double>(T) * S), mean = fs / S;
+      for (int64_t j = 0; j < E; ++j) o[(b * T + t) * E + j] = static_cast<float>(c * (f[static_cast<size_t>(j)] - mean));
+    }
   }
 }
 

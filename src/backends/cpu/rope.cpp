@@ -18,30 +18,34 @@ void rope(const Node& node, std::span<const Tensor> in, const Tensor& out) {
   const bool per_batch = in[1].shape.size() == 2;
   const float af = static_cast<float>(a.attention_factor), sign = a.inverse ? -1.0f : 1.0f;
   if (o != x) std::memcpy(o, x, static_cast<size_t>(in[0].numel()) * 4);
-#pragma omp parallel
-  {
-    std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
-#pragma omp for schedule(static) collapse(2)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < T; ++t) {
-        const float p = static_cast<float>(pos[per_batch ? b * T + t : t]);
+  // cos/sin once per position row: positions [T] are shared by the whole batch.
+  const int64_t P = per_batch ? B * T : T;
+  std::vector<float> c(static_cast<size_t>(P * half)), s(static_cast<size_t>(P * half));
+#pragma omp parallel for schedule(static) if (P * half > 4096)
+  for (int64_t r = 0; r < P; ++r) {
+    const float p = static_cast<float>(pos[r]);
+    for (int64_t k = 0; k < half; ++k) {
+      const float ang = p * inv[static_cast<size_t>(k)];
+      c[static_cast<size_t>(r * half + k)] = std::cos(ang) * af;
+      s[static_cast<size_t>(r * half + k)] = sign * std::sin(ang) * af;
+    }
+  }
+#pragma omp parallel for schedule(static) collapse(2) if (B * T * H * half > kParallelMin)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const float* cr = c.data() + (per_batch ? b * T + t : t) * half;
+      const float* sr = s.data() + (per_batch ? b * T + t : t) * half;
+      for (int64_t h = 0; h < H; ++h) {
+        const float* xr = x + ((b * T + t) * H + h) * D + a.rot_offset;
+        float* orow = o + ((b * T + t) * H + h) * D + a.rot_offset;
         for (int64_t k = 0; k < half; ++k) {
-          const float ang = p * inv[static_cast<size_t>(k)];
-          c[static_cast<size_t>(k)] = std::cos(ang) * af;
-          s[static_cast<size_t>(k)] = sign * std::sin(ang) * af;
-        }
-        for (int64_t h = 0; h < H; ++h) {
-          const float* xr = x + ((b * T + t) * H + h) * D + a.rot_offset;
-          float* orow = o + ((b * T + t) * H + h) * D + a.rot_offset;
-          for (int64_t k = 0; k < half; ++k) {
-            const int64_t i0 = a.interleaved ? 2 * k : k, i1 = a.interleaved ? 2 * k + 1 : k + half;
-            const float x0 = xr[i0], x1 = xr[i1], ck = c[static_cast<size_t>(k)], sk = s[static_cast<size_t>(k)];
-            orow[i0] = x0 * ck - x1 * sk;
-            orow[i1] = x1 * ck + x0 * sk;
-          }
+          const int64_t i0 = a.interleaved ? 2 * k : k, i1 = a.interleaved ? 2 * k + 1 : k + half;
+          const float x0 = xr[i0], x1 = xr[i1];
+          orow[i0] = x0 * cr[k] - x1 * sr[k];
+          orow[i1] = x1 * cr[k] + x0 * sr[k];
         }
       }
-  }
+    }
 }
 
 }  // namespace tandem::cpu
