@@ -8,7 +8,7 @@ cd "$ROOT"
 
 PACKAGES=(build-essential cmake pkg-config python3 python3-venv
           nlohmann-json3-dev libcli11-dev libopenblas-openmp-dev libxxhash-dev libpcre2-dev libgtest-dev
-          ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
+          ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev
           libopenmpi-dev openmpi-bin  # data-parallel training across processes
           libcpp-httplib-dev chromium)  # serve's HTTP library; the browser its chat-page test drives
 missing=()

@@ -115,7 +115,8 @@ DiffResult run_diff(const TwoBackendOptions& o, double bound) {
   Graph g;
   const ModelNodes nodes = s.model->build(g, B, T, GraphMode::train);
   std::vector<NodeId> wrt;
-  for (const auto& spec : s.model->param_specs()) wrt.push_back(nodes.params.at(spec.name));
+  for (const auto& spec : s.model->param_specs())
+    if (spec.trainable) wrt.push_back(nodes.params.at(spec.name));  // buffers (MoE routing bias) get no gradient
   const Backward bw = build_backward(g, nodes.loss, wrt);
   std::set<NodeId> keep;
   for (const Node& n : g.nodes()) keep.insert(n.id);

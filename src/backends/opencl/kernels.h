@@ -1,6 +1,7 @@
 // OpenCL kernels: one OpenCL C source and one host launcher per op, grouped in files named like
-// the op definitions and the CPU kernels (ops/<family>.cpp <-> backends/{cpu,opencl}/<family>.cpp).
-// Inputs and outputs are contiguous f32 (ids i32). Every kernel overwrites its whole output.
+// the op definitions and the CPU kernels (ops/<family>.cpp <-> backends/{cpu,opencl}/<family>.cpp);
+// GEMMs go to CLBlast. Inputs and outputs are contiguous f32 (ids i32). Every kernel overwrites its
+// whole output.
 #pragma once
 #include <span>
 #include <string>
@@ -14,12 +15,22 @@ using Kernel = void (*)(OpenClBackend&, const Node&, std::span<const Tensor>, co
 // OpenCL C sources, concatenated into one program.
 extern const char* const elementwise_src;
 extern const char* const embedding_src;
-extern const char* const matmul_src;
 extern const char* const norm_src;
 extern const char* const softmax_src;
 extern const char* const attention_src;
 extern const char* const cross_entropy_src;
 extern const char* const optimizer_src;
+extern const char* const slice_src;
+extern const char* const rope_src;
+extern const char* const mla_src;
+extern const char* const moe_src;
+
+// The GEMM entry point (matmul.cpp, CLBlast on the backend's queue): row-major C = op(A) op(B),
+// M x N, C's rows N apart, over `batch` matrices `sa`, `sb`, `sc` elements apart; *_extra are
+// element offsets added to the tensors' own.
+void gemm(OpenClBackend& be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& A, int64_t a_extra,
+          int64_t lda, const Tensor& B, int64_t b_extra, int64_t ldb, const Tensor& C, int64_t c_extra, int64_t batch = 1,
+          int64_t sa = 0, int64_t sb = 0, int64_t sc = 0);
 
 #define TANDEM_OCL_KERNEL(name) void name(OpenClBackend& be, const Node& node, std::span<const Tensor> in, const Tensor& out);
 TANDEM_OCL_KERNEL(embedding)
@@ -48,6 +59,33 @@ TANDEM_OCL_KERNEL(attention_grad)
 TANDEM_OCL_KERNEL(attention_cached)
 TANDEM_OCL_KERNEL(cross_entropy)
 TANDEM_OCL_KERNEL(cross_entropy_grad)
+TANDEM_OCL_KERNEL(slice_last)
+TANDEM_OCL_KERNEL(pad_last)
+TANDEM_OCL_KERNEL(concat_last)
+TANDEM_OCL_KERNEL(sigmoid)
+TANDEM_OCL_KERNEL(sigmoid_grad)
+TANDEM_OCL_KERNEL(swiglu)
+TANDEM_OCL_KERNEL(swiglu_grad)
+TANDEM_OCL_KERNEL(rope)
+TANDEM_OCL_KERNEL(mla_qkv)
+TANDEM_OCL_KERNEL(mla_qkv_grad)
+TANDEM_OCL_KERNEL(attention_latent)
+TANDEM_OCL_KERNEL(topk_route)
+TANDEM_OCL_KERNEL(route_weights)
+TANDEM_OCL_KERNEL(route_weights_grad)
+TANDEM_OCL_KERNEL(moe_dispatch)
+TANDEM_OCL_KERNEL(moe_dispatch_grad)
+TANDEM_OCL_KERNEL(grouped_matmul)
+TANDEM_OCL_KERNEL(grouped_matmul_grad_w)
+TANDEM_OCL_KERNEL(moe_combine)
+TANDEM_OCL_KERNEL(moe_combine_grad_y)
+TANDEM_OCL_KERNEL(moe_combine_grad_w)
+TANDEM_OCL_KERNEL(seq_balance_loss)
+TANDEM_OCL_KERNEL(seq_balance_loss_grad)
+TANDEM_OCL_KERNEL(shift_tokens)
+TANDEM_OCL_KERNEL(ep_dispatch)
+TANDEM_OCL_KERNEL(ep_combine)
+TANDEM_OCL_KERNEL(ep_ids)
 #undef TANDEM_OCL_KERNEL
 
 }  // namespace tandem::opencl

@@ -47,7 +47,7 @@ std::vector<cl_device_id> all_devices() {
 }
 
 // What the kernels need: an available device with a compiler, OpenCL C >= 1.2, work-groups of
-// 256 (the reductions and the 16x16 GEMM tiles) and 2 KiB of local memory.
+// 256 (the reductions) and 2 KiB of local memory.
 std::string unusable_reason(cl_device_id d) {
   if (!info<cl_bool>(d, CL_DEVICE_AVAILABLE)) return "not available";
   if (!info<cl_bool>(d, CL_DEVICE_COMPILER_AVAILABLE)) return "no OpenCL C compiler";
@@ -107,8 +107,9 @@ OpenClBackend::OpenClBackend() {
   cl_check(err, "clCreateCommandQueue");
 
   const char* srcs[] = {"#pragma OPENCL FP_CONTRACT OFF\n", opencl::elementwise_src, opencl::embedding_src,
-                        opencl::matmul_src, opencl::norm_src, opencl::softmax_src, opencl::attention_src,
-                        opencl::cross_entropy_src, opencl::optimizer_src};
+                        opencl::norm_src, opencl::softmax_src, opencl::attention_src,
+                        opencl::cross_entropy_src, opencl::optimizer_src, opencl::slice_src, opencl::rope_src,
+                        opencl::mla_src, opencl::moe_src};
   program_ = clCreateProgramWithSource(ctx_, std::size(srcs), srcs, nullptr, &err);
   cl_check(err, "clCreateProgramWithSource");
   // No fast-math: kernels must match the float64 reference within the conformance bounds.
@@ -126,6 +127,7 @@ OpenClBackend::~OpenClBackend() {
   if (queue_) clFinish(queue_);
   for (auto& [n, k] : kernels_) clReleaseKernel(k);
   for (auto& [s, m] : scratch_) clReleaseMemObject(m.first);
+  for (auto& [k, m] : constants_) clReleaseMemObject(m);
   if (program_) clReleaseProgram(program_);
   if (queue_) clReleaseCommandQueue(queue_);
   if (ctx_) clReleaseContext(ctx_);
@@ -167,6 +169,15 @@ cl_mem OpenClBackend::scratch(int slot, size_t bytes) {
     size = bytes;
   }
   return mem;
+}
+
+cl_mem OpenClBackend::constant(const void* data, size_t bytes) {
+  std::string key(static_cast<const char*>(data), bytes);
+  auto it = constants_.find(key);
+  if (it != constants_.end()) return it->second;
+  cl_mem m = static_cast<cl_mem>(alloc(bytes));
+  upload(m, 0, data, bytes);
+  return constants_[std::move(key)] = m;
 }
 
 cl_kernel OpenClBackend::kernel(const char* name) {
@@ -218,24 +229,56 @@ opencl::Kernel kernel_for(OpKind op) {
     K(embedding) K(embedding_grad) K(matmul) K(add) K(mul) K(scale) K(sum_to) K(sum) K(broadcast)
     K(layernorm) K(layernorm_grad_x) K(layernorm_grad_w) K(rmsnorm) K(rmsnorm_grad_x) K(rmsnorm_grad_w)
     K(gelu) K(gelu_grad) K(silu) K(silu_grad) K(softmax) K(softmax_grad) K(attention) K(attention_grad) K(attention_cached)
-    K(cross_entropy) K(cross_entropy_grad)
+    K(cross_entropy) K(cross_entropy_grad) K(slice_last) K(pad_last) K(concat_last) K(sigmoid) K(sigmoid_grad)
+    K(swiglu) K(swiglu_grad) K(rope) K(mla_qkv) K(mla_qkv_grad) K(attention_latent) K(topk_route) K(route_weights)
+    K(route_weights_grad) K(moe_dispatch) K(moe_dispatch_grad) K(grouped_matmul) K(grouped_matmul_grad_w)
+    K(moe_combine) K(moe_combine_grad_y) K(moe_combine_grad_w) K(seq_balance_loss) K(seq_balance_loss_grad) K(shift_tokens)
+    K(ep_dispatch) K(ep_combine) K(ep_ids)
 #undef K
     default: return nullptr;
   }
 }
+
+// The dtypes the kernels are written for: outputs f32 except the index-producing ops (i32); inputs
+// f32 except the id, position and length operands (i32).
+DType output_dtype(OpKind op) {
+  return op == OpKind::topk_route || op == OpKind::shift_tokens || op == OpKind::ep_ids ? DType::i32 : DType::f32;
+}
+DType input_dtype(OpKind op, size_t i) {
+  switch (op) {
+    case OpKind::embedding: case OpKind::embedding_grad: case OpKind::shift_tokens: case OpKind::ep_ids:
+      return i == 0 ? DType::i32 : DType::f32;
+    case OpKind::cross_entropy: case OpKind::cross_entropy_grad: case OpKind::rope: case OpKind::route_weights:
+    case OpKind::route_weights_grad: case OpKind::moe_dispatch: case OpKind::moe_dispatch_grad:
+    case OpKind::seq_balance_loss: case OpKind::seq_balance_loss_grad: case OpKind::ep_dispatch: case OpKind::ep_combine:
+      return i == 1 ? DType::i32 : DType::f32;
+    case OpKind::attention_cached: case OpKind::grouped_matmul: case OpKind::grouped_matmul_grad_w: case OpKind::moe_combine:
+    case OpKind::moe_combine_grad_y: case OpKind::moe_combine_grad_w:
+      return i == 2 ? DType::i32 : DType::f32;
+    case OpKind::attention_latent: return i == 4 ? DType::i32 : DType::f32;
+    default: return DType::f32;
+  }
+}
 }  // namespace
 
+// The node carries only its output dtype; inputs are checked against the same table in execute.
+// bf16 kernels: not yet. topk_route keeps its chosen groups in a 64-bit mask.
 bool OpenClBackend::supports(const Node& node) const {
-  return kernel_for(node.op) != nullptr && node.dtype == DType::f32;  // bf16 kernels: not yet
+  if (kernel_for(node.op) == nullptr || node.dtype != output_dtype(node.op)) return false;
+  if (node.op == OpKind::topk_route && node.attr<RouteAttrs>().n_group > 64) return false;
+  return true;
 }
 
 void OpenClBackend::execute(const Node& node, std::span<const Tensor> inputs, const Tensor& output) {
   opencl::Kernel k = kernel_for(node.op);
-  check(k != nullptr && node.dtype == DType::f32, "opencl backend: no kernel for op ", op_name(node.op), " (",
-        dtype_name(node.dtype), ") at node '", node.name, "'");
-  for (const Tensor& t : inputs)
-    check(t.is_contiguous() && (t.dtype == DType::f32 || t.dtype == DType::i32), "opencl backend: op ",
-          op_name(node.op), " at node '", node.name, "' got a non-contiguous or non-f32 input");
+  check(k != nullptr && supports(node), "opencl backend: no kernel for op ", op_name(node.op), " (", dtype_name(node.dtype),
+        ") at node '", node.name, "'");
+  check(output.dtype == node.dtype && output.is_contiguous(), "opencl backend: op ", op_name(node.op), " at node '",
+        node.name, "' got a non-contiguous or ", dtype_name(output.dtype), " output");
+  for (size_t i = 0; i < inputs.size(); ++i)
+    check(inputs[i].is_contiguous() && inputs[i].dtype == input_dtype(node.op, i), "opencl backend: op ",
+          op_name(node.op), " at node '", node.name, "': input ", i, " is non-contiguous or ", dtype_name(inputs[i].dtype),
+          ", the kernel takes ", dtype_name(input_dtype(node.op, i)));
   k(*this, node, inputs, output);
 }
 

@@ -60,7 +60,12 @@ class OpenClBackend final : public Backend {
                 std::initializer_list<Arg> args);
   // A scratch buffer of at least `bytes`, one per slot, reused across calls (in-order queue).
   cl_mem scratch(int slot, size_t bytes);
+  // A read-only device copy of `bytes` (small tables such as RoPE frequencies), uploaded once per
+  // distinct content and kept for the backend's lifetime.
+  cl_mem constant(const void* data, size_t bytes);
   const std::string& device_name() const { return device_name_; }
+  cl_command_queue queue() { return queue_; }
+  cl_device_id device() const { return dev_; }
 
  private:
   cl_kernel kernel(const char* name);
@@ -70,6 +75,7 @@ class OpenClBackend final : public Backend {
   cl_program program_ = nullptr;
   std::map<std::string, cl_kernel> kernels_;
   std::map<int, std::pair<cl_mem, size_t>> scratch_;
+  std::map<std::string, cl_mem> constants_;
   std::string device_name_;
 };
 
