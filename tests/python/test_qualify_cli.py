@@ -124,6 +124,19 @@ def test_diff_cpu_against_itself_finds_nothing(tandem, char_data):
     assert "no divergence" in r.stdout
 
 
+def test_diff_deepseek_names_a_faulty_moe_op(tandem, char_data):
+    # ds-tiny carries a buffer (the MoE routing bias) that gets no gradient; diff still runs, and a
+    # fault in the experts' grouped matmul is named.
+    small = ["--set", "batch_size=2", "--set", "block_size=16", "--set", "hidden_size=32", "--set", "num_hidden_layers=2"]
+    r = tandem("diff", "--config", "ds-tiny", "--data", char_data, "--backends", "cpu,cpu", *small)
+    assert "no divergence" in r.stdout
+    r = tandem.run("diff", "--config", "ds-tiny", "--data", char_data, "--backends", "cpu,faulty:cpu",
+                   "--fault", "op=grouped_matmul,kind=scale,eps=1e-3", *small)
+    assert r.returncode != 0, r.describe()
+    m = re.search(r"first divergence .*?: (\S+) \((\w+)\)", r.stdout)
+    assert m and m.group(2) == "grouped_matmul" and "mlp.experts" in m.group(1), r.stdout
+
+
 @pytest.mark.parametrize("fault", ["op=layernorm,kind=scale,eps=1e-2", "op=gelu,kind=bitflip,p=0.01",
                                    "op=attention,kind=bf16", "op=matmul,kind=dropgrad"])
 def test_parity_flags_a_faulty_run(tandem, char_data, fault):
