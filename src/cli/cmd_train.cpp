@@ -49,6 +49,8 @@ void register_train(CLI::App& app) {
                   "travel to their experts' owners and back by all-to-all")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_flag("!--no-overlap", o->overlap,
+                "Reduce the gradients after the backward pass instead of bucket by bucket during it (fast mode)");
   cmd->add_option("--comm", o->comm,
                   "Collectives: auto (MPI when started by mpirun with -np > 1; NCCL for --backend cuda), single, mpi, "
                   "nccl")

@@ -19,7 +19,7 @@ struct OpProfile {
   std::map<std::string, std::pair<double, int64_t>> by_key;
   void add(const Node& n, double s) {
     std::string key = op_name(n.op);
-    if (n.op == OpKind::matmul) key += " " + shape_str(n.shape);
+    if (n.op == OpKind::matmul) key.append(" ").append(shape_str(n.shape));
     auto& e = by_key[key];
     e.first += s;
     e.second += 1;
@@ -51,7 +51,8 @@ Program::Program(const Graph& graph, Backend& backend, const std::set<NodeId>& k
       for (NodeId in : graph.node(static_cast<NodeId>(i)).inputs) live_[static_cast<size_t>(in)] = true;
 
   // Storage root of each node: reshape views share their input's buffer.
-  std::vector<NodeId> root(n);
+  std::vector<NodeId>& root = root_;
+  root.resize(n);
   for (size_t i = 0; i < n; ++i) {
     const Node& nd = graph.node(static_cast<NodeId>(i));
     root[i] = nd.op == OpKind::reshape ? root[static_cast<size_t>(nd.inputs[0])] : static_cast<NodeId>(i);
@@ -130,7 +131,13 @@ void Program::bind(NodeId leaf, const Tensor& t) {
   tensors_[static_cast<size_t>(leaf)] = t;
 }
 
-void Program::run() {
+size_t Program::written_at(NodeId id) const {
+  const NodeId r = root_.at(static_cast<size_t>(id));
+  const auto it = std::find(schedule_.begin(), schedule_.end(), r);
+  return it == schedule_.end() ? npos : static_cast<size_t>(it - schedule_.begin());
+}
+
+void Program::run(const std::function<void(size_t)>& after_step) {
   for (size_t i = 0; i < graph_.size(); ++i) {
     const Node& nd = graph_.node(static_cast<NodeId>(i));
     if (!live_[i]) continue;
@@ -142,18 +149,20 @@ void Program::run() {
   std::vector<Tensor> ins;
   static std::unique_ptr<OpProfile> profile_owner(std::getenv("TANDEM_PROFILE") ? new OpProfile : nullptr);
   OpProfile* profile = profile_owner.get();
-  for (NodeId id : schedule_) {
+  for (size_t step = 0; step < schedule_.size(); ++step) {
+    const NodeId id = schedule_[step];
     const Node& nd = graph_.node(id);
     ins.clear();
     for (NodeId in : nd.inputs) ins.push_back(tensors_[static_cast<size_t>(in)]);
     if (!profile) {
       backend_.execute(nd, ins, tensors_[static_cast<size_t>(id)]);
-      continue;
+    } else {
+      const auto t0 = std::chrono::steady_clock::now();
+      backend_.execute(nd, ins, tensors_[static_cast<size_t>(id)]);
+      backend_.sync();
+      profile->add(nd, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    const auto t0 = std::chrono::steady_clock::now();
-    backend_.execute(nd, ins, tensors_[static_cast<size_t>(id)]);
-    backend_.sync();
-    profile->add(nd, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (after_step) after_step(step);
   }
 }
 

@@ -70,6 +70,18 @@ WorldInfo discover_world() {
   return w;
 }
 
+namespace {
+struct Done final : Communicator::Pending {
+  bool test() override { return true; }
+  void wait() override {}
+};
+}  // namespace
+
+std::unique_ptr<Communicator::Pending> Communicator::start_all_reduce_sum(float* data, size_t n) {
+  all_reduce_sum(data, n);
+  return std::make_unique<Done>();
+}
+
 void Communicator::all_reduce_sum_device(float*, size_t) {
   throw Error("communicator '" + name() + "' works on host memory only");
 }

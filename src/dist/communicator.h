@@ -48,6 +48,19 @@ class Communicator {
   virtual void all_to_all(const void* send, const size_t* send_bytes, void* recv, const size_t* recv_bytes) = 0;
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
+
+  // A collective started but not finished: test() lets it progress (true once complete), wait()
+  // finishes it (under the timeout). The buffer stays untouched until then.
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual bool test() = 0;
+    virtual void wait() = 0;
+  };
+  // all_reduce_sum that returns at once, so the caller computes meanwhile (the gradient buckets
+  // of data-parallel training, during the backward pass). Started in the same order on every rank.
+  // The default runs it to completion right away.
+  virtual std::unique_ptr<Pending> start_all_reduce_sum(float* data, size_t n);
   // Whether all_reduce_sum_device works (NCCL): then gradients need not visit the host.
   virtual bool works_on_device() const { return false; }
   // data (n floats in the compute backend's device memory) <- the sum over ranks. The caller has

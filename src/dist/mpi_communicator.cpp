@@ -62,6 +62,14 @@ class MpiCommunicator final : public Communicator {
     bytes_sent_ += 2 * (size_ - 1) * n * sizeof(float) / size_;  // a ring's bus volume
   }
 
+  std::unique_ptr<Pending> start_all_reduce_sum(float* data, size_t n) override {
+    auto p = std::make_unique<MpiPending>(*this);
+    ok(MPI_Iallreduce(MPI_IN_PLACE, data, as_count(n, "all_reduce"), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &p->request),
+       "all_reduce");
+    bytes_sent_ += 2 * (size_ - 1) * n * sizeof(float) / size_;
+    return p;
+  }
+
   void ordered_sum(float* const* terms, size_t count, size_t n) override {
     // A chain: rank r receives the sum of every earlier rank's terms, adds its own one by one and
     // passes it on; the last rank holds the total and broadcasts it. Chunked, so the ranks work
@@ -138,6 +146,21 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  struct MpiPending final : Pending {
+    explicit MpiPending(MpiCommunicator& c) : comm(c) {}
+    bool test() override {
+      if (request == MPI_REQUEST_NULL) return true;
+      int done = 0;
+      comm.ok(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "all_reduce (bucket)");
+      return done != 0;
+    }
+    void wait() override {
+      if (request != MPI_REQUEST_NULL) comm.wait(request, "all_reduce (bucket)", -1);
+    }
+    MpiCommunicator& comm;
+    MPI_Request request = MPI_REQUEST_NULL;
+  };
+
   void ok(int code, const char* what) const {
     if (code == MPI_SUCCESS) return;
     char msg[MPI_MAX_ERROR_STRING];

@@ -145,9 +145,65 @@ void DataParallel::add_piece(const std::vector<const Tensor*>& grads) {
   }
 }
 
+void DataParallel::plan_overlap(const std::vector<const Tensor*>& grads, const std::vector<size_t>& final_at) {
+  check(opts_.reduce == ReduceMode::fast && !opts_.zero && local_ == 1, "data parallel: overlap needs fast mode without ZeRO");
+  constexpr int64_t kBucketFloats = int64_t{1} << 20;
+  std::vector<size_t> order;
+  for (size_t i = 0; i < grads.size(); ++i)
+    if (offsets_[i] >= 0) order.push_back(i);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return final_at[a] < final_at[b]; });
+  buckets_.clear();
+  int64_t filled = kBucketFloats;
+  for (size_t i : order) {
+    check(final_at[i] != static_cast<size_t>(-1), "data parallel: the gradient of ", specs_[i].name, " is not computed");
+    if (filled >= kBucketFloats) {
+      buckets_.emplace_back();
+      filled = 0;
+    }
+    Bucket& b = buckets_.back();
+    b.params.push_back(i);
+    b.ready = std::max(b.ready, final_at[i]);
+    filled += numel(specs_[i].shape);
+  }
+  overlap_grads_ = grads;
+  next_bucket_ = buckets_.size();  // nothing in flight until the next backward pass
+}
+
+void DataParallel::after_step(size_t step) {
+  if (step == 0) next_bucket_ = 0;  // a new run of the program
+  for (; next_bucket_ < buckets_.size() && buckets_[next_bucket_].ready <= step; ++next_bucket_) {
+    Bucket& b = buckets_[next_bucket_];
+    size_t n = 0;
+    for (size_t i : b.params) n += static_cast<size_t>(numel(specs_[i].shape));
+    b.host.resize(n);
+    size_t at = 0;
+    for (size_t i : b.params) {
+      const Tensor& g = *overlap_grads_[i];
+      g.backend().download(b.host.data() + at, g.storage->handle, g.offset, g.nbytes());
+      at += static_cast<size_t>(g.numel());
+    }
+    b.pending = comm_.start_all_reduce_sum(b.host.data(), n);
+  }
+  for (size_t k = 0; k < next_bucket_; ++k)  // MPI progresses non-blocking calls when asked
+    if (buckets_[k].pending) buckets_[k].pending->test();
+}
+
 double DataParallel::reduce(const std::vector<const Tensor*>& grads, double inv_count) {
   const bool single = comm_.size() == 1;
-  if (opts_.zero && opts_.reduce == ReduceMode::fast) {
+  if (overlapping()) {
+    check(next_bucket_ == buckets_.size() && grads == overlap_grads_, "data parallel: the overlapped reduction of ",
+          "this step did not start every bucket on the planned gradients");
+    for (Bucket& b : buckets_) {
+      b.pending->wait();
+      b.pending.reset();
+      size_t at = 0;
+      for (size_t i : b.params) {
+        const Tensor& g = *grads[i];
+        g.backend().upload(g.storage->handle, g.offset, b.host.data() + at, g.nbytes());
+        at += static_cast<size_t>(g.numel());
+      }
+    }
+  } else if (opts_.zero && opts_.reduce == ReduceMode::fast) {
     pack(grads, host_);
     std::vector<float> mine(static_cast<size_t>(slice_));
     comm_.reduce_scatter_sum(host_.data(), mine.data(), static_cast<size_t>(slice_));
@@ -155,8 +211,7 @@ double DataParallel::reduce(const std::vector<const Tensor*>& grads, double inv_
     double ss = 0;
     for (const Part& p : parts_) ss += backend_.sum_squares(view(grad_slice_, p.flat, p.len));
     return std::sqrt(comm_.all_reduce_sum(ss)) * inv_count;
-  }
-  if (opts_.reduce == ReduceMode::deterministic) {
+  } else if (opts_.reduce == ReduceMode::deterministic) {
     if (staged_ == 0 && !single) add_piece(grads);
     if (staged_ > 0) {
       std::vector<float*> ptrs;

@@ -74,6 +74,15 @@ class DataParallel {
   void add_piece(const std::vector<const Tensor*>& grads);
   void discard_pieces() { staged_ = 0; }
 
+  // Overlap (fast mode without ZeRO, one piece per rank, no gradient accumulation): the reduction
+  // of each bucket of gradients (~4 MB, in the order the backward pass finishes them, the same on
+  // every rank) starts as soon as its last gradient is written, while the backward pass goes on.
+  // grads: the program's gradient tensors; final_at[i]: the schedule step after which grads[i] is
+  // final (Program::npos: parameter not trained). reduce() then only waits and unpacks.
+  void plan_overlap(const std::vector<const Tensor*>& grads, const std::vector<size_t>& final_at);
+  bool overlapping() const { return !buckets_.empty(); }
+  void after_step(size_t step);  // the executor's hook
+
   // Sums this rank's local gradient sums (one per parameter; nullptr-free, in place) over the
   // ranks, then returns the global L2 norm of the mean gradient (sum * inv_count).
   // With ZeRO in fast mode only this rank's slice is reduced (into its own buffer).
@@ -119,6 +128,15 @@ class DataParallel {
   std::vector<float> host_;          // staging
   Tensor device_flat_;               // staging on the device, for communicators that work there
   std::vector<std::vector<float>> terms_;  // deterministic: staged pieces
+  struct Bucket {
+    std::vector<size_t> params;
+    size_t ready = 0;  // schedule step after which all its gradients are final
+    std::vector<float> host;
+    std::unique_ptr<Communicator::Pending> pending;
+  };
+  std::vector<Bucket> buckets_;
+  std::vector<const Tensor*> overlap_grads_;
+  size_t next_bucket_ = 0;
   size_t staged_ = 0;
 };
 

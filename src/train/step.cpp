@@ -28,10 +28,11 @@ void bind_batch_inputs(Program& program, const ModelNodes& nodes, Backend& backe
 
 // Loads one batch, runs the program and returns the next-token loss.
 double run_batch(Program& program, const ModelNodes& nodes, Tensor& ids, Tensor& labels,
-                 std::span<const int32_t> input_ids, std::span<const int32_t> label_ids) {
+                 std::span<const int32_t> input_ids, std::span<const int32_t> label_ids,
+                 const std::function<void(size_t)>& after_step = nullptr) {
   ids.copy_from_host_i32(input_ids);
   labels.copy_from_host_i32(label_ids);
-  program.run();
+  program.run(after_step);
   return program.get(nodes.lm_loss).to_host()[0];
 }
 }  // namespace
@@ -64,8 +65,13 @@ TrainingProgram::TrainingProgram(const Model& model, Backend& backend, const Par
   program_->bind(backward_.seed, Tensor::from_host(backend, {}, one));
 }
 
-double TrainingProgram::run(std::span<const int32_t> input_ids, std::span<const int32_t> labels) {
-  return run_batch(*program_, nodes_, ids_, labels_, input_ids, labels);
+double TrainingProgram::run(std::span<const int32_t> input_ids, std::span<const int32_t> labels,
+                            const std::function<void(size_t)>& after_step) {
+  return run_batch(*program_, nodes_, ids_, labels_, input_ids, labels, after_step);
+}
+
+size_t TrainingProgram::grad_written_at(size_t i) const {
+  return grad_nodes_.at(i) < 0 ? Program::npos : program_->written_at(grad_nodes_[i]);
 }
 
 const Tensor& TrainingProgram::grad(size_t i) const {

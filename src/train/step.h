@@ -16,7 +16,11 @@ class TrainingProgram {
   TrainingProgram(const Model& model, Backend& backend, const ParamStore& params, int64_t B, int64_t T,
                   bool keep_logits = false);
   // Forward and backward on one batch (B*T ids and labels, host memory); returns the loss.
-  double run(std::span<const int32_t> input_ids, std::span<const int32_t> labels);
+  // after_step: Program::run's hook (data-parallel overlap).
+  double run(std::span<const int32_t> input_ids, std::span<const int32_t> labels,
+             const std::function<void(size_t)>& after_step = nullptr);
+  // The schedule step after which grad(i) is final (Program::npos for parameters not trained).
+  size_t grad_written_at(size_t param_index) const;
   // The gradient of parameter i (zeros for parameters that are not trainable).
   const Tensor& grad(size_t param_index) const;
   const Tensor& logits() const;

@@ -314,7 +314,8 @@ void Trainer::forward_backward() {
     for (int64_t micro = 0; micro < cfg_.grad_accum; ++micro) {
       loader_->fill_rows(batches[static_cast<size_t>(micro)], static_cast<int>(piece * rows), static_cast<int>(rows),
                          x_.data(), y_.data());
-      local_losses_.push_back(prog_->run(x_, y_));
+      local_losses_.push_back(dp_->overlapping() ? prog_->run(x_, y_, [this](size_t s) { dp_->after_step(s); })
+                                                 : prog_->run(x_, y_));
       const auto extra = prog_->extra_losses();
       if (extra_sums_.empty()) extra_sums_.assign(extra.size(), {"", 0.0});
       for (size_t k = 0; k < extra.size(); ++k) extra_sums_[k] = {extra[k].first, extra_sums_[k].second + extra[k].second};
@@ -589,6 +590,19 @@ void Trainer::run() {
   const int64_t B = cfg_.batch_size, T = cfg_.block_size;
   const int64_t R = dp_->rows_per_piece();  // rows this process computes at once
   prog_ = std::make_unique<TrainingProgram>(*model_, *backend_, params_, R, T);
+  // Overlap the gradient reduction with the backward pass where a step is one program run per rank
+  // (and no hook re-runs or rewrites the gradients before they are reduced).
+  if (opts_.overlap && comm_->size() > 1 && popts.reduce == ReduceMode::fast && !opts_.zero && dp_->local_pieces() == 1 &&
+      cfg_.grad_accum == 1 && opts_.verify_every == 0 && opts_.inject_nan_at.empty() && opts_.inject_bitflip_at.empty() &&
+      !comm_->works_on_device()) {
+    std::vector<const Tensor*> g;
+    std::vector<size_t> at;
+    for (size_t i = 0; i < params_.tensors.size(); ++i) {
+      g.push_back(&prog_->grad(i));
+      at.push_back(prog_->grad_written_at(i));
+    }
+    dp_->plan_overlap(g, at);
+  }
   // Validation runs on the lead; with expert parallelism every rank takes part (the same batches).
   if (lead_ || expert_ranks() > 1) eval_ = std::make_unique<EvalProgram>(*model_, *backend_, params_, B, T);
   loader_ = std::make_unique<BatchLoader>(train_shard_, static_cast<int>(B), static_cast<int>(T), state_.seed);

@@ -31,7 +31,8 @@ struct TrainOptions {
   int64_t dp_shards = 0;
   int zero = 0;
   double collective_timeout = 300;
-  int expert_parallel = 1;  // ranks the routed experts are split over (1, or the world size)
+  int expert_parallel = 1;
+  bool overlap = true;  // reduce gradient buckets during the backward pass where the step allows it  // ranks the routed experts are split over (1, or the world size)
   // Fault injection for tests; each injection fires once per process, like a transient fault.
   std::vector<int64_t> inject_nan_at;          // these steps' loss and first gradient become NaN
   std::vector<int64_t> inject_bitflip_at;      // these steps' first gradient gets one bit flipped
