@@ -42,19 +42,27 @@ std::unique_ptr<Generator::Pass> Generator::make_pass(int64_t T) {
   return p;
 }
 
-// Runs `ids` at positions start.. and returns the logits of the last one.
+Tensor last_logits_row(const Tensor& logits, int64_t V) {
+  check(logits.numel() >= V && logits.numel() % V == 0, "decode logits of shape ", shape_str(logits.shape),
+        " do not hold rows of ", V);
+  Tensor row = logits.reshaped({logits.numel() / V, V});
+  row.offset += static_cast<size_t>(logits.numel() - V) * dtype_size(logits.dtype);
+  row.shape = {V};
+  row.strides = {1};
+  return row;
+}
+
+// Runs `ids` at positions start.. and returns the logits of the last one (only that row leaves
+// the backend).
 std::vector<float> Generator::run_pass(Pass& pass, std::span<const int32_t> ids, int64_t start) {
   std::vector<int32_t> pos(static_cast<size_t>(pass.T));
   std::iota(pos.begin(), pos.end(), static_cast<int32_t>(start));
   pass.ids.copy_from_host_i32(ids);
   pass.positions.copy_from_host_i32(pos);
-  std::vector<int32_t> len{static_cast<int32_t>(start)};
-  cache_len_.copy_from_host_i32(len);
+  const int32_t len = static_cast<int32_t>(start);
+  cache_len_.copy_from_host_i32(std::span(&len, 1));
   pass.program->run();
-  const Tensor& logits = pass.program->get(pass.nodes.logits);
-  const int64_t V = model_.vocab_size();
-  std::vector<float> all = logits.to_host();
-  return {all.end() - V, all.end()};
+  return last_logits_row(pass.program->get(pass.nodes.logits), model_.vocab_size()).to_host();
 }
 
 int32_t sample_token(std::span<const float> logits, const SamplingOptions& o, std::mt19937_64& rng) {
@@ -63,10 +71,13 @@ int32_t sample_token(std::span<const float> logits, const SamplingOptions& o, st
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   std::vector<int32_t> idx(static_cast<size_t>(V));
   std::iota(idx.begin(), idx.end(), 0);
-  // Highest logits first; ties by id, so the order is fully determined.
-  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  // Highest logits first; ties by id, so the order is fully determined. With top_k only the first
+  // k are ordered (a partial sort: the vocabulary is 50k, k is typically 50).
+  auto before = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
   size_t keep = idx.size();
   if (o.top_k > 0) keep = std::min(keep, static_cast<size_t>(o.top_k));
+  if (keep < idx.size()) std::partial_sort(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(keep), idx.end(), before);
+  else std::sort(idx.begin(), idx.end(), before);
   std::vector<double> p(keep);
   const double mx = logits[idx[0]];
   double sum = 0;

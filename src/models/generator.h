@@ -21,6 +21,10 @@ struct SamplingOptions {
 // Picks the next token from one row of logits.
 int32_t sample_token(std::span<const float> logits, const SamplingOptions& opts, std::mt19937_64& rng);
 
+// The last row of a decode pass's logits ([B, T, V], or [B, 1, V] for a model that computes the
+// last position only, as GPT-2 does): a [V] view, so only that row is copied to the host.
+Tensor last_logits_row(const Tensor& logits, int64_t V);
+
 class Generator {
  public:
   Generator(const Model& model, Backend& backend, const ParamStore& params);

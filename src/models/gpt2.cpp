@@ -144,6 +144,13 @@ ModelNodes GPT2::build(Graph& g, int64_t B, int64_t T, GraphMode mode) const {
     f = g.add(OpKind::gelu, {f}, NoAttrs{}, "mlp.gelu");
     x = g.add(OpKind::add, {x, linear(f, h + "mlp.c_proj", "mlp.c_proj")}, NoAttrs{}, "mlp.residual");
   }
+  if (mode == GraphMode::decode && T > 1) {
+    // Decoding samples from the last position only: the final norm and the lm_head (V x C, the
+    // largest matmul) run on that row alone, and the logits are [B, 1, V].
+    NodeId rows = g.add(OpKind::reshape, {x}, ShapeAttrs{{B, T * C}}, "last.rows");
+    NodeId last = g.add(OpKind::slice_last, {rows}, SliceAttrs{(T - 1) * C, C, T * C}, "last.slice");
+    x = g.add(OpKind::reshape, {last}, ShapeAttrs{{B, 1, C}}, "last");
+  }
   x = layernorm(x, "transformer.ln_f", "ln_f");
   m.logits = g.add(OpKind::matmul, {x, P("transformer.wte.weight")}, MatmulAttrs{false, true}, "lm_head");
   if (mode == GraphMode::train) m.loss = m.lm_loss = g.add(OpKind::cross_entropy, {m.logits, m.labels}, NoAttrs{}, "loss");

@@ -29,7 +29,8 @@ enum class GraphMode {
   train,   // input_ids, labels -> loss (logits kept as an intermediate)
   logits,  // input_ids -> logits
   decode,  // input_ids [B, T] at position_ids [B, T], with per-layer KV caches and per-sequence
-           // cache_len [B] -> logits
+           // cache_len [B] -> logits [B, T, V], or [B, 1, V] (the last position only) where the
+           // model computes no more (GPT-2); the generator reads the last row either way
 };
 
 struct ModelNodes {

@@ -282,14 +282,7 @@ void BatchEngine::prefill_chunk(int s) {
   slot.len = slot.prefilled;
   if (slot.prefilling()) return;
   // Only the last position's logits matter: download that row alone.
-  const Tensor& logits = p.program->get(p.nodes.logits);
-  const int64_t V = model_.vocab_size();
-  Tensor last = logits.reshaped({T, V});
-  last.offset += static_cast<size_t>((T - 1) * V) * sizeof(float);
-  last.shape = {V};
-  last.strides = {1};
-  const std::vector<float> row = last.to_host();
-  deliver(s, row);
+  deliver(s, last_logits_row(p.program->get(p.nodes.logits), model_.vocab_size()).to_host());
 }
 
 void BatchEngine::decode_step() {

@@ -1,6 +1,9 @@
-// GEMMs go to OpenBLAS (the OpenMP build, sharing our thread pool).
+// GEMMs go to OpenBLAS (the OpenMP build, sharing our thread pool), except the skinny ones of
+// decoding (a few rows against a weight matrix: gemv.h), which stream the weights once at full
+// memory bandwidth instead.
 #include <cblas.h>
 
+#include "backends/cpu/gemv.h"
 #include "backends/cpu/kernels.h"
 #include "ops/matmul.h"
 
@@ -18,9 +21,13 @@ void matmul(const Node& node, std::span<const Tensor> in, const Tensor& out) {
   const float* A = f32(in[0]);
   const float* B = f32(in[1]);
   float* C = f32(out);
+  const bool skinny = !d.trans_a && d.m <= kSkinnyMaxRows;
   for (int64_t p = 0; p < d.batch; ++p) {
-    gemm(d.trans_a, d.trans_b, d.m, d.n, d.k, 1.0f, A + p * d.a_rows * d.a_cols, d.a_cols,
-         B + (d.batched ? p * d.b_rows * d.b_cols : 0), d.b_cols, 0.0f, C + p * d.m * d.n, d.n);
+    const float* a = A + p * d.a_rows * d.a_cols;
+    const float* b = B + (d.batched ? p * d.b_rows * d.b_cols : 0);
+    float* c = C + p * d.m * d.n;
+    if (skinny) skinny_gemm(d.trans_b, d.m, d.n, d.k, a, d.a_cols, b, d.b_cols, c, d.n);
+    else gemm(d.trans_a, d.trans_b, d.m, d.n, d.k, 1.0f, a, d.a_cols, b, d.b_cols, 0.0f, c, d.n);
   }
 }
 
