@@ -9,6 +9,9 @@
 #ifdef TANDEM_HAVE_OPENCL
 #include "backends/opencl/opencl_backend.h"
 #endif
+#ifdef TANDEM_HAVE_CUDA
+#include "backends/cuda/cuda_backend.h"
+#endif
 
 namespace tandem {
 
@@ -17,6 +20,9 @@ const char* const kBuiltIn =
     "cpu"
 #ifdef TANDEM_HAVE_OPENCL
     ", opencl"
+#endif
+#ifdef TANDEM_HAVE_CUDA
+    ", cuda"
 #endif
     ", faulty:<backend>";
 }  // namespace
@@ -30,6 +36,9 @@ std::unique_ptr<Backend> make_backend(const std::string& name, const std::string
   if (name == "cpu") return std::make_unique<CpuBackend>();
 #ifdef TANDEM_HAVE_OPENCL
   if (name == "opencl") return std::make_unique<OpenClBackend>();
+#endif
+#ifdef TANDEM_HAVE_CUDA
+  if (name == "cuda") return std::make_unique<CudaBackend>();
 #endif
   throw Error("unknown backend '" + name + "' (this build has: " + kBuiltIn + ")");
 }
@@ -50,6 +59,15 @@ std::vector<BackendInfo> list_backends() {
   }
 #else
   out.push_back({"opencl", {}, "not built (OpenCL headers/loader not found at configure time, or -DTANDEM_OPENCL=OFF)"});
+#endif
+#ifdef TANDEM_HAVE_CUDA
+  {
+    BackendInfo b{"cuda", {}, ""};
+    b.devices = cuda_devices(&b.note);
+    out.push_back(std::move(b));
+  }
+#else
+  out.push_back({"cuda", {}, "not built (nvcc/CUDA toolkit not found at configure time, or -DTANDEM_CUDA=OFF)"});
 #endif
   out.push_back({"faulty:<backend>", {}, "wraps a backend with one injected fault (--fault op=NAME,kind=...)"});
   return out;

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the CUDA backend's kernels on the CPU (README.md here): mirrors the repository into
+# $EMU_TREE (default /tmp/tandem-cuda-emu), builds tandem and emu_harness there with the emulator,
+# then runs `tandem conform --backend cuda`, the harness's larger cases (with a bitwise
+# determinism check) and its device-side error checks. Extra arguments go to conform.
+# EMU_ASAN=1: AddressSanitizer on the kernels and the emulator (exact-size allocations, so
+# out-of-bounds reads and writes are caught). EMU_ORDER=reverse: threads run in reverse order
+# between barriers (exposes races that the forward order hides). About 6 min to build on 2 cores.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
+TREE="${EMU_TREE:-/tmp/tandem-cuda-emu}"
+python3 "$ROOT/src/backends/cuda/emu/mirror.py" "$ROOT" "$TREE"
+cmake -S "$TREE" -B "$TREE/build" -DCMAKE_BUILD_TYPE=Release -DTANDEM_TESTS=OFF -DTANDEM_BENCH=OFF \
+  -DTANDEM_EMU_SOURCE="$ROOT" -DEMU_ASAN="${EMU_ASAN:-0}" >/dev/null
+cmake --build "$TREE/build" -j"$(nproc)" --target tandem emu_harness
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:detect_stack_use_after_return=0}"
+"$TREE/build/tandem" conform --backend cuda --dtype f32 "$@" | tail -3
+"$TREE/build/emu_harness" cuda | tail -1
+"$TREE/build/emu_harness" cuda errors
