@@ -80,13 +80,15 @@ build() {
     cmake --build build-gpu -j"$JOBS" --target tandem
 }
 export -f build
+BUILT=1
 if [[ -n "${TANDEM_BIN:-}" ]]; then
   echo "[gpu-check] using $BIN (TANDEM_BIN): no build"
 elif ! step build 420 build; then
   echo "gpu-check: the build failed; see $OUT/build.log" >&2
+  BUILT=0
 fi
 
-if [[ -x "$BIN" ]]; then
+if [[ $BUILT == 1 && -x "$BIN" ]]; then
   # 2. devices
   step backends 60 bash -c "'$BIN' backends && '$BIN' backends | grep -A1 '^cuda$' | grep -q 'device 0: '"
 
@@ -96,6 +98,8 @@ if [[ -x "$BIN" ]]; then
   # 4. parity against the CPU: same init, same batches
   step prepare_char 60 "$BIN" prepare --input data/tinyshakespeare.txt --tokenizer char --out "$WORK/shk"
   step prepare_bpe 180 "$BIN" prepare --input data/tinyshakespeare.txt --tokenizer bpe:1024 --out "$WORK/shk-bpe"
+  # Two backends in one process: idle OpenMP workers must not spin on the cores the GPU's host thread needs.
+  export OMP_WAIT_POLICY=passive
   step parity_baby_gpt 240 "$BIN" parity --config baby-gpt --data "$WORK/shk" --backends cpu,cuda --steps "$PARITY_STEPS"
   step parity_ds_tiny 240 "$BIN" parity --config ds-tiny --data "$WORK/shk-bpe" --backends cpu,cuda \
     --steps "$DS_PARITY_STEPS" --set batch_size=4 --set block_size=64
@@ -144,12 +148,16 @@ timed = rows[5:] if len(rows) > 8 else rows[1:]
 tok = [r["tokens_per_s"] for r in timed]
 hmean = len(tok) / sum(1.0 / t for t in tok)
 # The model's shape from the run's last checkpoint (GPT-2 fields), the sequence length from its recipe.
-ckpts = sorted((d for d in os.listdir(os.path.join(work, "bench", "checkpoints")) if d.startswith("step_")),
-               key=lambda d: int(d[5:]))
-ck = os.path.join(work, "bench", "checkpoints", ckpts[-1])
-cfg = json.load(open(os.path.join(ck, "config.json")))
-T = int(json.load(open(os.path.join(ck, "trainer_state.json")))["train_config"]["block_size"])
-L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
+try:
+    ckpts = sorted((d for d in os.listdir(os.path.join(work, "bench", "checkpoints")) if d.startswith("step_")),
+                   key=lambda d: int(d[5:]))
+    ck = os.path.join(work, "bench", "checkpoints", ckpts[-1])
+    cfg = json.load(open(os.path.join(ck, "config.json")))
+    T = int(json.load(open(os.path.join(ck, "trainer_state.json")))["train_config"]["block_size"])
+    L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
+except (OSError, KeyError, IndexError, ValueError):
+    L, C, V, T = 12, 768, 50257, 1024  # no checkpoint to read: the gpt2-124m preset
+    print("- (no checkpoint of the benchmark run: FLOPs counted for the gpt2-124m preset)")
 flops_tok = 6 * (12 * L * C * C + V * C) + 12 * L * C * T  # bench/README.md's count
 # FP32 lanes per SM: 64 on sm_80 (A100), 128 on sm_86/89/90; peak = SMs x lanes x 2 x max clock.
 lanes = 64 if sm == 80 else 128

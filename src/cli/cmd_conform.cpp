@@ -18,7 +18,7 @@ void register_conform(CLI::App& app) {
     std::string backend = "cpu", op, dtype, json, fault;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("--backend", o->backend, "Backend to qualify (cpu, opencl, faulty:<backend>)")->capture_default_str();
+  cmd->add_option("--backend", o->backend, "Backend to qualify (cpu, opencl, cuda, faulty:<backend>; `tandem backends` lists this build's)")->capture_default_str();
   cmd->add_option("--op", o->op, "Only this op's cases (and rows whose node is this op)");
   cmd->add_option("--dtype", o->dtype, "Only this dtype (default: f32 and bf16)")->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_option("--json", o->json, "Also write the rows as JSON to this file");
