@@ -118,6 +118,12 @@ if [[ $BUILT == 1 && -x "$BIN" ]]; then
   step decode_gpt2 180 decode_check baby-gpt "$WORK/shk" gpt2
   step decode_deepseek 180 decode_check ds-tiny "$WORK/shk-bpe" ds
 
+  # 5b. NCCL smoke run: one rank under mpirun, gradients through NCCL on the GPU (src/dist).
+  if command -v mpirun >/dev/null; then
+    step nccl_smoke 180 mpirun --allow-run-as-root -np 1 "$BIN" train --config baby-gpt --data "$WORK/shk" \
+      --out "$WORK/nccl" --steps 5 --backend cuda --comm nccl
+  fi
+
   # 6. benchmark: gpt2-124m (char tokens are all < 50257), batch BENCH_BATCH x block_size (1024)
   step bench 300 "$BIN" train --config "$BENCH_CONFIG" --data "$WORK/shk" --out "$WORK/bench" --steps "$BENCH_STEPS" \
     --backend cuda --set batch_size="$BENCH_BATCH" --set eval_interval=100000 --set warmup_steps=10
