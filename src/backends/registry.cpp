@@ -50,7 +50,11 @@ std::unique_ptr<Backend> make_backend(const std::string& name) {
 
 std::vector<BackendInfo> list_backends() {
   std::vector<BackendInfo> out;
-  out.push_back({"cpu", {"host CPU (OpenMP + OpenBLAS)"}, ""});
+#if defined(__AVX512F__)
+  out.push_back({"cpu", {"host CPU (OpenMP, AVX-512 kernels and GEMM)"}, ""});
+#else
+  out.push_back({"cpu", {"host CPU (OpenMP, OpenBLAS GEMM)"}, ""});
+#endif
 #ifdef TANDEM_HAVE_OPENCL
   {
     BackendInfo b{"opencl", opencl_devices(), ""};

@@ -3,7 +3,7 @@
 
 namespace tandem {
 
-// The reference backend: host memory, OpenMP + AVX-512 kernels, OpenBLAS for GEMMs.
+// The reference backend: host memory, OpenMP + AVX-512 kernels and GEMM (OpenBLAS without AVX-512).
 class CpuBackend final : public Backend {
  public:
   CpuBackend();

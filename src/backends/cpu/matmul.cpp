@@ -1,7 +1,12 @@
-// GEMMs go to tandem's own AVX-512 sgemm (gemm.h: 1.5x OpenBLAS over the GEMM shapes of
-// bench/bench_gemm.cpp, and more on the small ones that dominate baby-gpt), except the skinny ones
-// of decoding (a few rows against a weight matrix: gemv.h), which stream the weights once at full
-// memory bandwidth instead.
+// GEMMs go to tandem's own AVX-512 sgemm (gemm.h: 1.2-1.5x OpenBLAS over the GEMM shapes of
+// bench/bench_gemm.cpp, most on the small ones that dominate baby-gpt) when the build targets
+// AVX-512, to OpenBLAS (the OpenMP build, sharing our thread pool) otherwise, since sgemm's portable
+// path is plain loops; the skinny GEMMs of decoding (a few rows against a weight matrix: gemv.h)
+// stream the weights once at full memory bandwidth instead.
+#if !defined(__AVX512F__)
+#include <cblas.h>
+#endif
+
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/gemv.h"
 #include "backends/cpu/kernels.h"
@@ -11,7 +16,13 @@ namespace tandem::cpu {
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
           int64_t ldb, float beta, float* C, int64_t ldc) {
+#if defined(__AVX512F__)
   sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta, C,
+              static_cast<int>(ldc));
+#endif
 }
 
 void matmul(const Node& node, std::span<const Tensor> in, const Tensor& out) {
