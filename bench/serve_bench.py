@@ -52,6 +52,14 @@ def start(max_batch: int):
     return p, port
 
 
+def generate_decode() -> float:
+    """Decode tokens/s of `tandem generate --stats` (in-process, like llama_side.py's Llama.eval loop:
+    no HTTP, no client process), greedy from DECODE_PROMPT."""
+    r = subprocess.run([tandem, "generate", "--model", str(model), "--prompt", DECODE_PROMPT, "--max-tokens",
+                        str(tokens), "--temperature", "0", "--stats"], capture_output=True, text=True, check=True)
+    return json.loads(r.stderr.strip().splitlines()[-1])["decode_tokens_per_s"]
+
+
 def stop(p) -> None:
     p.send_signal(signal.SIGTERM)
     p.wait()
@@ -164,14 +172,15 @@ try:
     for r in range(rounds):
         _, dec, text = run(port, 1, tokens)
         pre = prefill(port)
-        row = {"tandem_decode": dec, "tandem_prefill": pre}
+        row = {"tandem_decode": dec, "tandem_prefill": pre, "tandem_inproc": generate_decode()}
         if with_llama:
             l = llama("speed", "--prompt-ids", csv(decode_ids), "--prefill-ids", csv(ids(PREFILL_PROMPT)),
                       "--tokens", str(tokens))
             row.update(llama_decode=l["decode_tps"], llama_prefill=l["prefill_tps"],
                        same_tokens=ids(text) == l["tokens"])
         rows.append(row)
-        print(f"  round {r + 1}/{rounds}: tandem decode {dec:6.1f} prefill {pre:7.1f}"
+        print(f"  round {r + 1}/{rounds}: tandem decode {dec:6.1f} (in-process {row['tandem_inproc']:5.1f}) "
+              f"prefill {pre:7.1f}"
               + (f" | llama.cpp decode {row['llama_decode']:6.1f} prefill {row['llama_prefill']:7.1f}"
                  f" | same greedy tokens: {'yes' if row['same_tokens'] else 'no'}" if with_llama else ""), flush=True)
 finally:
@@ -191,6 +200,12 @@ for name, key, unit in [("decode tokens/s", "decode", f"({tokens} tokens)"),
         l, lb = med["llama_" + key], best["llama_" + key]
         line += f"{l:8.1f} [{lb:6.1f}] {t / l:6.2f}x [{tb / lb:5.2f}x]"
     print(line + f"  {unit}")
+    if key == "decode":  # the same decode without HTTP: `tandem generate` against Llama.eval, both in-process
+        t, tb = med["tandem_inproc"], best["tandem_inproc"]
+        line = f"  {'  in-process':18} {t:8.1f} [{tb:6.1f}] "
+        if with_llama:
+            line += f"{l:8.1f} [{lb:6.1f}] {t / l:6.2f}x [{tb / lb:5.2f}x]"
+        print(line + "  (tandem generate --stats, no HTTP)")
 if with_llama:
     print("  ratio = tandem / llama.cpp (issue 6's target: decode >= 1.3x); greedy tokens identical in "
           f"{sum(r['same_tokens'] for r in rows)}/{rounds} rounds")

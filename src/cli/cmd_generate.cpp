@@ -1,5 +1,8 @@
+#include <chrono>
 #include <cstdio>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/model_loading.h"
@@ -13,6 +16,7 @@ void register_generate(CLI::App& app) {
   struct Opts {
     std::string model, prompt, backend = "cpu";
     int max_tokens = 200;
+    bool stats = false;
     SamplingOptions s{1.0f, 0, 1.0f, 1337};
   };
   auto o = std::make_shared<Opts>();
@@ -24,6 +28,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->s.top_p, "Nucleus sampling mass (1: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o->s.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
+  cmd->add_flag("--stats", o->stats,
+                "Print timings as one JSON line on stderr: prompt tokens and prefill time (to the first token), "
+                "decoded tokens and their rate (first to last token)");
   cmd->callback([o] {
     LoadedModel m = load_model(o->model, o->backend);
     const Tokenizer& tok = require_tokenizer(m);
@@ -37,7 +44,13 @@ void register_generate(CLI::App& app) {
     Generator gen(*m.model, *m.backend, *m.params);
     // Print as we go; hold back bytes of a UTF-8 character split across tokens.
     std::string pending;
+    using Clock = std::chrono::steady_clock;
+    const Clock::time_point start = Clock::now();
+    Clock::time_point first, last;
+    int64_t emitted = 0;
     gen.generate(prompt, o->max_tokens, o->s, tok.eos_id(), [&](int32_t id) {
+      last = Clock::now();
+      if (emitted++ == 0) first = last;
       if (tok.eos_id() && id == *tok.eos_id()) return false;
       pending += tok.decode(std::span<const int32_t>(&id, 1));
       size_t cut = pending.size();
@@ -55,6 +68,17 @@ void register_generate(CLI::App& app) {
     });
     std::fwrite(pending.data(), 1, pending.size(), stdout);
     std::fputc('\n', stdout);
+    if (o->stats) {
+      auto secs = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+      const double prefill_s = secs(first - start), decode_s = secs(last - first);
+      nlohmann::json j{{"prompt_tokens", prompt.size()},
+                       {"prefill_s", prefill_s},
+                       {"prefill_tokens_per_s", static_cast<double>(prompt.size()) / prefill_s},
+                       {"generated_tokens", emitted},
+                       {"decode_s", decode_s},
+                       {"decode_tokens_per_s", emitted > 1 ? static_cast<double>(emitted - 1) / decode_s : 0.0}};
+      std::fprintf(stderr, "%s\n", j.dump().c_str());
+    }
   });
 }
 

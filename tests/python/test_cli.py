@@ -84,6 +84,14 @@ def test_generate_and_eval(tandem, trained_run, char_data):
     assert a.stdout == b.stdout and len(a.stdout.rstrip("\n")) == 40
     g = tandem("generate", "--model", trained_run, "--prompt", "ROMEO:", "--max-tokens", "20", "--temperature", "0")
     assert len(g.stdout.rstrip("\n")) == 20
+    # --stats: the same text, plus one JSON line of timings on stderr.
+    st = tandem("generate", "--model", trained_run, "--prompt", "ROMEO:", "--max-tokens", "20", "--temperature", "0",
+                "--stats")
+    assert st.stdout == g.stdout
+    stats = json.loads(st.stderr.strip().splitlines()[-1])
+    assert stats["prompt_tokens"] == 6 and stats["generated_tokens"] == 20
+    assert stats["prefill_s"] > 0 and stats["decode_s"] > 0
+    assert abs(stats["decode_tokens_per_s"] - 19 / stats["decode_s"]) < 1e-6 * stats["decode_tokens_per_s"]
     e = tandem("eval", "--model", trained_run, "--data", char_data, "--max-batches", "2")
     assert "val_loss" in e.stdout and "perplexity" in e.stdout
 
