@@ -58,6 +58,8 @@ const Shape kShapes[] = {
     {"gpt2 lm head fwd", false, true, 256, 50257, 768},
     {"gpt2 lm head dW", true, false, 50257, 768, 256},
     {"gpt2 lm head dX", false, false, 256, 768, 50257},
+    // A large square GEMM: the machine's sgemm ceiling (bench_train.sh reads it as its roofline)
+    {"peak square", false, false, 2048, 2048, 2048},
 };
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }

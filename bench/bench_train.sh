@@ -14,7 +14,9 @@
 #   --round-steps S  baby-gpt steps per short round (default 300; gpt2-124m rounds use --big-steps)
 #   --out DIR      where data, runs and logs go (default runs/bench-<timestamp>)
 # Environment: TANDEM_BIN (default build/tandem), PYTHON (default .venv/bin/python),
-#   THREADS (torch threads, default 2), SGEMM_PEAK_GFLOPS (reference figure, default 390).
+#   THREADS (torch threads, default 2), SGEMM_PEAK_GFLOPS (the sgemm ceiling; default: measured at
+#   the start of the run with build/tandem_bench_gemm on a 2048^3 GEMM, the faster of OpenBLAS and
+#   tandem).
 # Both sides run under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`.
 set -euo pipefail
 
@@ -23,7 +25,6 @@ cd "$ROOT"
 TANDEM="${TANDEM_BIN:-$ROOT/build/tandem}"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 THREADS="${THREADS:-2}"
-export SGEMM_PEAK_GFLOPS="${SGEMM_PEAK_GFLOPS:-390}"
 STEPS=2000
 BIG_STEPS=6
 BIG_SKIP=2
@@ -43,7 +44,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) ROUNDS="$2"; shift 2;;
     --round-steps) ROUND_STEPS="$2"; shift 2;;
     --out) OUT="$2"; shift 2;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0;;
     *) echo "bench_train.sh: unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -67,6 +68,16 @@ timed() {  # timed LOG cmd... : run, log stdout+stderr, print wall seconds to LO
 }
 
 say "output: $OUT"
+if [[ -z "${SGEMM_PEAK_GFLOPS:-}" ]]; then
+  GEMM_BENCH="$(dirname "$TANDEM")/tandem_bench_gemm"
+  [[ -x "$GEMM_BENCH" ]] || { echo "bench_train.sh: $GEMM_BENCH missing (build target tandem_bench_gemm, or set SGEMM_PEAK_GFLOPS)" >&2; exit 1; }
+  say "measuring the sgemm ceiling (2048^3 GEMM, OpenBLAS and tandem, about 1 s each)"
+  OMP_NUM_THREADS="$THREADS" "${CLEAN[@]}" "$GEMM_BENCH" --filter "peak square" --seconds 1 > "$OUT/sgemm-peak.log"
+  SGEMM_PEAK_GFLOPS=$(awk -F'|' '/^peak square/ { split($2, a, " "); split($3, b, " "); print (a[2] > b[2] ? a[2] : b[2]) }' "$OUT/sgemm-peak.log")
+  [[ -n "$SGEMM_PEAK_GFLOPS" ]] || { echo "bench_train.sh: could not read $OUT/sgemm-peak.log" >&2; exit 1; }
+  say "sgemm ceiling: $SGEMM_PEAK_GFLOPS GFLOP/s ($(grep '^peak square' "$OUT/sgemm-peak.log"))"
+fi
+export SGEMM_PEAK_GFLOPS
 say "tandem: $TANDEM"
 say "torch:  $("$PY" -c 'import torch; print(torch.__version__)') ($THREADS threads)"
 say "preparing char data from data/tinyshakespeare.txt"
@@ -180,7 +191,7 @@ def section(name, preset, sets, tag, skip):
     print(f"\n== {name}: batch {cfg['batch_size']} x block {cfg['block_size']}, vocab {cfg['vocab_size']}, "
           f"steps timed after the first {skip} ==")
     print(f"FLOPs/token = 6*(12*L*C^2 + V*C) + 12*L*C*T = {fpt / 1e6:.1f} MFLOP "
-          f"(sgemm reference figure: {peak:.0f} GFLOP/s)")
+          f"(sgemm ceiling: {peak:.0f} GFLOP/s)")
     print(f"{'side':8} {'tokens/s':>10} {'median':>10} {'s/step':>9} {'GFLOP/s':>8} {'%sgemm':>7} "
           f"{'val loss':>9} {'wall s':>8}")
     for side, tps, sps, gf, val, wall, med in rows:
@@ -203,6 +214,13 @@ def section(name, preset, sets, tag, skip):
         ratios = sorted(t / p for _, t, p in pairs)
         print(f"median ratio over {len(ratios)} pairs: {ratios[len(ratios) // 2]:.2f}x "
               f"(range {ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
+    # Roofline: if every counted FLOP ran at the sgemm ceiling and nothing else took time (no
+    # element-wise ops, no optimizer), a step would take this long; no implementation on this
+    # machine can beat torch by more than torch's step time over it.
+    floor_s = tokens_per_step * fpt / (peak * 1e9)
+    torch_s = sorted(tokens_per_step / p for _, _, p in pairs)[len(pairs) // 2]
+    print(f"roofline: {tokens_per_step * fpt / 1e9:.1f} GFLOP/step at {peak:.0f} GFLOP/s = {floor_s:.3f} s/step at "
+          f"best; torch's median step {torch_s:.3f} s, so at most {torch_s / floor_s:.2f}x torch on this machine")
 
 
 if do_baby:
