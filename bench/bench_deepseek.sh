@@ -65,6 +65,12 @@ say "tandem: $TANDEM"
 say "torch:  $("$PY" -c 'import torch, transformers; print(torch.__version__, "/ transformers", transformers.__version__)')"
 say "threads: $THREADS per side"
 say "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
+if [[ -z "${SGEMM_PEAK_GFLOPS:-}" ]]; then
+  say "measuring the sgemm ceiling (2048^3 GEMM, OpenBLAS and tandem, about 1 s each)"
+  SGEMM_PEAK_GFLOPS=$(bench/sgemm_ceiling.sh "$(dirname "$TANDEM")/tandem_bench_gemm" "$THREADS" "$OUT/sgemm-peak.log")
+  say "sgemm ceiling: $SGEMM_PEAK_GFLOPS GFLOP/s ($(grep '^peak square' "$OUT/sgemm-peak.log"))"
+fi
+export SGEMM_PEAK_GFLOPS
 say "preparing $TOKENIZER data from data/tinyshakespeare.txt"
 timed "$OUT/prepare.log" "${CLEAN[@]}" "$TANDEM" prepare --input data/tinyshakespeare.txt \
   --tokenizer "$TOKENIZER" --out "$OUT/data"
@@ -94,6 +100,7 @@ say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 import json, os, sys
 
 out = sys.argv[1]
+peak = float(os.environ["SGEMM_PEAK_GFLOPS"])
 do_tiny, tiny_steps, tiny_skip, do_small, small_steps, small_skip = map(int, sys.argv[2:])
 
 
@@ -126,6 +133,24 @@ def cache_bytes(c):
     return latent, full
 
 
+def flops_per_token(c, T):
+    """Training FLOPs per token (forward + backward = 6 x the matmul weights a token passes through,
+    plus attention's score and value products, 6 T n_heads (d_qk + d_v) per layer, without the
+    causal halving), as bench_train.sh counts GPT-2. Per token: MLA's projections, the dense MLPs of
+    the first first_k_dense_replace layers, then the shared and top-k routed experts and the
+    router, and the lm_head. Norms, RoPE, routing and the optimizer are not counted."""
+    H, L, nh, V = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["vocab_size"]
+    dqk, dv = c["qk_nope_head_dim"] + c["qk_rope_head_dim"], c["v_head_dim"]
+    q = H * nh * dqk if not c.get("q_lora_rank") else H * c["q_lora_rank"] + c["q_lora_rank"] * nh * dqk
+    attn = q + H * (c["kv_lora_rank"] + c["qk_rope_head_dim"]) + c["kv_lora_rank"] * nh * (c["qk_nope_head_dim"] + dv) \
+        + nh * dv * H
+    dense = 3 * H * c["intermediate_size"]
+    moe = 3 * H * c["moe_intermediate_size"] * (c["n_shared_experts"] + c["num_experts_per_tok"]) + H * c["n_routed_experts"]
+    k = c["first_k_dense_replace"]
+    weights = L * attn + k * dense + (L - k) * moe + H * V
+    return 6 * weights + L * 6 * T * nh * (dqk + dv)
+
+
 def section(preset, tag, skip):
     ck = os.path.join(out, f"tandem-{tag}", "checkpoints")
     ck = os.path.join(ck, max((d for d in os.listdir(ck) if d.startswith("step_")), key=lambda d: int(d[5:])))
@@ -146,6 +171,14 @@ def section(preset, tag, skip):
     if t_tps and p_tps:
         print(f"ratio tandem/transformers (tokens/s): {t_tps / p_tps:.2f}x aggregate, {t_med / p_med:.2f}x median step "
               f"(target >= 3x)")
+    fpt = flops_per_token(cfg, recipe["block_size"])
+    floor_s = tokens * fpt / (peak * 1e9)
+    if p_med:
+        torch_s = tokens / p_med
+        print(f"roofline: {tokens * fpt / 1e9:.1f} GFLOP/step (active weights and attention, forward + backward) at the "
+              f"{peak:.0f} GFLOP/s sgemm ceiling = {floor_s:.3f} s/step at best; transformers' median step {torch_s:.3f} s, "
+              f"so at most {torch_s / floor_s:.2f}x transformers on this machine; tandem runs at "
+              f"{tokens * fpt / 1e9 / (tokens / t_med):.0f} GFLOP/s" if t_med else "")
     latent, full = cache_bytes(cfg)
     print(f"decoding cache: {latent} bytes/token latent (num_hidden_layers x (kv_lora_rank + qk_rope_head_dim) "
           f"x 4) vs {full} bytes/token full per-head K/V ({full / latent:.1f}x)")

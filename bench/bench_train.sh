@@ -69,12 +69,8 @@ timed() {  # timed LOG cmd... : run, log stdout+stderr, print wall seconds to LO
 
 say "output: $OUT"
 if [[ -z "${SGEMM_PEAK_GFLOPS:-}" ]]; then
-  GEMM_BENCH="$(dirname "$TANDEM")/tandem_bench_gemm"
-  [[ -x "$GEMM_BENCH" ]] || { echo "bench_train.sh: $GEMM_BENCH missing (build target tandem_bench_gemm, or set SGEMM_PEAK_GFLOPS)" >&2; exit 1; }
   say "measuring the sgemm ceiling (2048^3 GEMM, OpenBLAS and tandem, about 1 s each)"
-  OMP_NUM_THREADS="$THREADS" "${CLEAN[@]}" "$GEMM_BENCH" --filter "peak square" --seconds 1 > "$OUT/sgemm-peak.log"
-  SGEMM_PEAK_GFLOPS=$(awk -F'|' '/^peak square/ { split($2, a, " "); split($3, b, " "); print (a[2] > b[2] ? a[2] : b[2]) }' "$OUT/sgemm-peak.log")
-  [[ -n "$SGEMM_PEAK_GFLOPS" ]] || { echo "bench_train.sh: could not read $OUT/sgemm-peak.log" >&2; exit 1; }
+  SGEMM_PEAK_GFLOPS=$(bench/sgemm_ceiling.sh "$(dirname "$TANDEM")/tandem_bench_gemm" "$THREADS" "$OUT/sgemm-peak.log")
   say "sgemm ceiling: $SGEMM_PEAK_GFLOPS GFLOP/s ($(grep '^peak square' "$OUT/sgemm-peak.log"))"
 fi
 export SGEMM_PEAK_GFLOPS
