@@ -78,9 +78,8 @@ TANDEM_CPU_KERNEL(shift_tokens)
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
-// Vectorised exp / tanh over a span (glibc's libmvec under AVX-512, scalar elsewhere).
+// Vectorised exp over a span (glibc's libmvec under AVX-512, scalar elsewhere).
 void exp_inplace(float* x, int64_t n);
-void tanh_inplace(float* x, int64_t n);
 
 // Work below this many elements runs on one thread: forking costs more than it saves.
 constexpr int64_t kParallelMin = 1 << 14;
