@@ -76,7 +76,15 @@ if [[ $LLAMA == 1 ]]; then
   [[ -f "$OUT/gpt2-f32.gguf" ]] || "$PY" bench/gpt2_to_gguf.py "$OUT/export" "$OUT/gpt2-f32.gguf"
 fi
 
-# 3. Measure: the same-model check, single-stream rounds (tandem serve, then llama.cpp), then
+# 3. The decode roofline: one decode step reads every weight once, so no engine decodes faster than
+#    the machine reads those 494 MB. bench_gemv.sh times exactly that read (a vectorised sum over
+#    the same weight shapes, all threads) in this run, beside the skinny GEMM.
+bench/bench_gemv.sh 1 10 > "$OUT/gemv.log"
+DECODE_READ_MS=$(awk '/read only/ { print $4 }' "$OUT/gemv.log")
+[[ -n "$DECODE_READ_MS" ]] || { echo "bench_serve.sh: no read-only time in $OUT/gemv.log" >&2; exit 1; }
+export DECODE_READ_MS
+
+# 4. Measure: the same-model check, single-stream rounds (tandem serve, then llama.cpp), then
 #    S concurrent streams against 1 (bench/serve_bench.py).
 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" bench/serve_bench.py "$TANDEM" "$OUT" "$TOKENS" "$PROMPT_LEN" \
   "$STREAMS" "$ROUNDS" "$LLAMA" "$BATCH"

@@ -209,6 +209,15 @@ for name, key, unit in [("decode tokens/s", "decode", f"({tokens} tokens)"),
 if with_llama:
     print("  ratio = tandem / llama.cpp (issue 6's target: decode >= 1.3x); greedy tokens identical in "
           f"{sum(r['same_tokens'] for r in rows)}/{rounds} rounds")
+if os.environ.get("DECODE_READ_MS"):
+    read_ms = float(os.environ["DECODE_READ_MS"])
+    roof = 1e3 / read_ms
+    line = (f"  decode roofline: reading the weights once (bench_gemv.sh, read-only, this run) takes {read_ms:.2f} ms, "
+            f"so at most {roof:.1f} tokens/s; tandem in-process at {100 * med['tandem_inproc'] / roof:.0f}% of it")
+    if with_llama:
+        line += (f", llama.cpp at {100 * med['llama_decode'] / roof:.0f}%; 1.3x llama.cpp would be "
+                 f"{1.3 * med['llama_decode']:.1f} tokens/s ({1.3 * med['llama_decode'] / roof:.2f}x the roofline)")
+    print(line)
 spread = {k: max(r[k] for r in rows) / min(r[k] for r in rows) for k in keys}
 if max(spread.values()) > 1.5:
     worst = max(spread, key=spread.get)

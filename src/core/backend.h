@@ -35,6 +35,9 @@ class Backend {
   virtual void copy(void* dst, size_t dst_offset, const void* src, size_t src_offset, size_t bytes) = 0;
   virtual void zero(void* dst, size_t offset, size_t bytes) = 0;
   virtual void sync() = 0;
+  // Called by a thread that did not create the backend before it runs kernels through it (the
+  // serving engine thread), for per-thread state: the CPU backend's floating-point mode.
+  virtual void attach_thread() {}
 
   // Compute.
   virtual bool supports(const Node& node) const = 0;

@@ -12,9 +12,14 @@
 
 namespace tandem {
 
-CpuBackend::CpuBackend() {
-  // Flush denormals to zero (FTZ + DAZ) on every worker thread: optimizer moments decay into the
-  // denormal range, where x86 arithmetic is ~100x slower. Values below 1e-38 carry no signal here.
+CpuBackend::CpuBackend() { attach_thread(); }
+
+// Flush denormals to zero (FTZ + DAZ) on the calling thread and every worker of its OpenMP team:
+// optimizer moments decay into the denormal range, and so do GELU outputs and attention weights
+// far below their row's maximum, where x86 arithmetic is ~100x slower. Values below 1e-38 carry
+// no signal here. MXCSR is per thread, and each thread that starts parallel regions has its own
+// team: a serving engine thread without this decoded gpt2-124m ~20% slower.
+void CpuBackend::attach_thread() {
 #pragma omp parallel
   _mm_setcsr(_mm_getcsr() | 0x8040);
 }

@@ -15,6 +15,7 @@ class CpuBackend final : public Backend {
   void copy(void* dst, size_t dst_offset, const void* src, size_t src_offset, size_t bytes) override;
   void zero(void* dst, size_t offset, size_t bytes) override;
   void sync() override {}
+  void attach_thread() override;
   bool supports(const Node& node) const override;
   void execute(const Node& node, std::span<const Tensor> inputs, const Tensor& output) override;
   double sum_squares(const Tensor& t) override;

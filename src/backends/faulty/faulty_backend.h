@@ -42,6 +42,7 @@ class FaultyBackend final : public Backend {
   }
   void zero(void* dst, size_t off, size_t n) override { inner_->zero(dst, off, n); }
   void sync() override { inner_->sync(); }
+  void attach_thread() override { inner_->attach_thread(); }
   bool supports(const Node& node) const override { return inner_->supports(node); }
   void execute(const Node& node, std::span<const Tensor> inputs, const Tensor& output) override;
   double sum_squares(const Tensor& t) override { return inner_->sum_squares(t); }
