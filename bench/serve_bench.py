@@ -209,6 +209,14 @@ for name, key, unit in [("decode tokens/s", "decode", f"({tokens} tokens)"),
 if with_llama:
     print("  ratio = tandem / llama.cpp (issue 6's target: decode >= 1.3x); greedy tokens identical in "
           f"{sum(r['same_tokens'] for r in rows)}/{rounds} rounds")
+    # Each round runs both sides back to back: the median of the per-round ratios is less exposed to
+    # the machine's drift than the ratio of the two medians.
+    for name, t_key, l_key in [("decode (HTTP)", "tandem_decode", "llama_decode"),
+                               ("decode (in-process)", "tandem_inproc", "llama_decode"),
+                               ("prefill", "tandem_prefill", "llama_prefill")]:
+        ratios = sorted(r[t_key] / r[l_key] for r in rows)
+        print(f"  per-round ratio, {name}: median {statistics.median(ratios):.2f}x "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
 if os.environ.get("DECODE_READ_MS"):
     read_ms = float(os.environ["DECODE_READ_MS"])
     roof = 1e3 / read_ms

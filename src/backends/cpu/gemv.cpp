@@ -180,20 +180,25 @@ void skinny_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, con
     nn_block(M, p * kPieceRows, std::min(K, (p + 1) * kPieceRows), A, lda, B, ldb, P + p * piece_stride, ldp,
              t * width, std::min(N, (t + 1) * width));
   };
-  auto reduce = [&](int64_t m) {  // C[m, :] = partial 0 + partial 1 + ... (pieces in order)
-    float* c = C + m * ldc;
-    const float* p0 = P + m * ldp;
-    std::copy(p0, p0 + N, c);
+  // C[m, c0:c1) = partial 0 + partial 1 + ... (pieces in order), in column strips of kReduceCols
+  // so that both threads share the sum even at M = 1.
+  constexpr int64_t kReduceCols = 512;
+  const int64_t strips = (N + kReduceCols - 1) / kReduceCols;
+  auto reduce = [&](int64_t i) {
+    const int64_t m = i / strips, c0 = (i % strips) * kReduceCols, n = std::min(kReduceCols, N - c0);
+    float* c = C + m * ldc + c0;
+    const float* p0 = P + m * ldp + c0;
+    std::copy(p0, p0 + n, c);
     for (int64_t p = 1; p < pieces; ++p) {
       const float* q = p0 + p * piece_stride;
 #pragma omp simd
-      for (int64_t j = 0; j < N; ++j) c[j] += q[j];
+      for (int64_t j = 0; j < n; ++j) c[j] += q[j];
     }
   };
   if (serial) {
     for (int64_t i = 0; i < blocks; ++i) block(i);
     if (pieces > 1)
-      for (int64_t m = 0; m < M; ++m) reduce(m);
+      for (int64_t i = 0; i < M * strips; ++i) reduce(i);
     return;
   }
 #pragma omp parallel
@@ -202,7 +207,7 @@ void skinny_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, con
     for (int64_t i = 0; i < blocks; ++i) block(i);
     if (pieces > 1) {
 #pragma omp for schedule(static)
-      for (int64_t m = 0; m < M; ++m) reduce(m);
+      for (int64_t i = 0; i < M * strips; ++i) reduce(i);
     }
   }
 }
