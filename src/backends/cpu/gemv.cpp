@@ -54,7 +54,7 @@ inline void prefetch_next_rows(const float* const* rows, int64_t ld, int64_t c) 
 // FMA chain continues over k ascending, with y loaded and stored once per R FMAs.
 template <int R>
 void nn_pass(int64_t M, int64_t k0, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-             int64_t c0, int64_t c1) {
+             int64_t c0, int64_t c1, bool first) {
   const int64_t full_end = c0 + (c1 - c0) / 16 * 16;
   const __mmask16 tail = first_lanes(c1 - full_end);
   const float* w[R];
@@ -66,12 +66,12 @@ void nn_pass(int64_t M, int64_t k0, const float* A, int64_t lda, const float* B,
     int64_t j = c0;
     for (; j < full_end; j += 16) {
       if (m == 0) prefetch_next_rows<R>(w, ldb, j);
-      __m512 acc = _mm512_loadu_ps(y + j);
+      __m512 acc = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y + j);
       for (int r = 0; r < R; ++r) acc = _mm512_fmadd_ps(a[r], _mm512_loadu_ps(w[r] + j), acc);
       _mm512_storeu_ps(y + j, acc);
     }
     if (tail) {
-      __m512 acc = _mm512_maskz_loadu_ps(tail, y + j);
+      __m512 acc = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(tail, y + j);
       for (int r = 0; r < R; ++r) acc = _mm512_fmadd_ps(a[r], _mm512_maskz_loadu_ps(tail, w[r] + j), acc);
       _mm512_mask_storeu_ps(y + j, tail, acc);
     }
@@ -80,13 +80,14 @@ void nn_pass(int64_t M, int64_t k0, const float* A, int64_t lda, const float* B,
 
 // trans_b false, rows [k0, k1) of B and columns [c0, c1): P[m, :] = sum over those k of
 // A[m, k] * B[k, :], one FMA chain per element over k ascending, kRowsPerPass rows per pass (then
-// one at a time). P has leading dimension ldp.
+// one at a time). P has leading dimension ldp. The first pass starts its chains from zero instead
+// of reading zeroed partials (the same bits: fma(a, b, 0) is a * b rounded once).
 void nn_block(int64_t M, int64_t k0, int64_t k1, const float* A, int64_t lda, const float* B, int64_t ldb, float* P,
               int64_t ldp, int64_t c0, int64_t c1) {
-  for (int64_t m = 0; m < M; ++m) std::fill(P + m * ldp + c0, P + m * ldp + c1, 0.0f);
   int64_t k = k0;
-  for (; k + kRowsPerPass <= k1; k += kRowsPerPass) nn_pass<kRowsPerPass>(M, k, A, lda, B, ldb, P, ldp, c0, c1);
-  for (; k < k1; ++k) nn_pass<1>(M, k, A, lda, B, ldb, P, ldp, c0, c1);
+  for (; k + kRowsPerPass <= k1; k += kRowsPerPass)
+    nn_pass<kRowsPerPass>(M, k, A, lda, B, ldb, P, ldp, c0, c1, k == k0);
+  for (; k < k1; ++k) nn_pass<1>(M, k, A, lda, B, ldb, P, ldp, c0, c1, k == k0);
 }
 
 // K split into whole 16-lane blocks and a masked tail (its lanes past K load as zeros).
