@@ -159,7 +159,7 @@ void nt_chunk(int64_t M, int64_t K, const float* A, int64_t lda, const float* B,
 #endif
 
 // trans_b false. B is cut into pieces of kPieceRows whole rows (by K alone) and each piece's
-// columns into tiles whose M output rows stay in L1; a (piece, tile) block streams its rows of B,
+// columns into tiles whose M output rows stay in L2; a (piece, tile) block streams its rows of B,
 // which are contiguous whenever one tile spans all N columns (always at M = 1 on GPT-2's shapes),
 // into its own partial sums. The partials are then added piece by piece in order. Streaming whole
 // blocks instead of a narrow column range of every row of B (the layout before) took a 2-thread
