@@ -49,28 +49,14 @@ OUT="${OUT:-$ROOT/runs/bench-ds-$(date +%Y%m%d-%H%M%S)}"
 (( SMALL_SKIP < SMALL_STEPS )) || { echo "bench_deepseek.sh: --small-skip must be < --small-steps" >&2; exit 2; }
 
 mkdir -p "$OUT"
-CLEAN=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
-say() { printf '[bench] %s\n' "$*"; }
-timed() {  # timed LOG cmd... : run, log stdout+stderr, print wall seconds to LOG.wall
-  local log="$1"; shift
-  local t0=$EPOCHREALTIME
-  if ! "$@" > "$log" 2>&1; then
-    echo "bench_deepseek.sh: command failed (log $log):" >&2; tail -20 "$log" >&2; exit 1
-  fi
-  awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", b - a }' > "$log.wall"
-}
+source bench/common.sh
 
 say "output: $OUT"
 say "tandem: $TANDEM"
 say "torch:  $("$PY" -c 'import torch, transformers; print(torch.__version__, "/ transformers", transformers.__version__)')"
 say "threads: $THREADS per side"
 say "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
-if [[ -z "${SGEMM_PEAK_GFLOPS:-}" ]]; then
-  say "measuring the sgemm ceiling (2048^3 GEMM, OpenBLAS and tandem, about 1 s each)"
-  SGEMM_PEAK_GFLOPS=$(bench/sgemm_ceiling.sh "$(dirname "$TANDEM")/tandem_bench_gemm" "$THREADS" "$OUT/sgemm-peak.log")
-  say "sgemm ceiling: $SGEMM_PEAK_GFLOPS GFLOP/s ($(grep '^peak square' "$OUT/sgemm-peak.log"))"
-fi
-export SGEMM_PEAK_GFLOPS
+measure_sgemm_ceiling "$OUT"
 say "preparing $TOKENIZER data from data/tinyshakespeare.txt"
 timed "$OUT/prepare.log" "${CLEAN[@]}" "$TANDEM" prepare --input data/tinyshakespeare.txt \
   --tokenizer "$TOKENIZER" --out "$OUT/data"

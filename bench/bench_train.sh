@@ -56,24 +56,10 @@ OUT="${OUT:-$ROOT/runs/bench-$(date +%Y%m%d-%H%M%S)}"
 (( ROUND_STEPS > BABY_SKIP )) || { echo "bench_train.sh: --round-steps must be > $BABY_SKIP" >&2; exit 2; }
 
 mkdir -p "$OUT"
-CLEAN=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
-say() { printf '[bench] %s\n' "$*"; }
-timed() {  # timed LOG cmd... : run, log stdout+stderr, print wall seconds to LOG.wall
-  local log="$1"; shift
-  local t0=$EPOCHREALTIME
-  if ! "$@" > "$log" 2>&1; then
-    echo "bench_train.sh: command failed (log $log):" >&2; tail -20 "$log" >&2; exit 1
-  fi
-  awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", b - a }' > "$log.wall"
-}
+source bench/common.sh
 
 say "output: $OUT"
-if [[ -z "${SGEMM_PEAK_GFLOPS:-}" ]]; then
-  say "measuring the sgemm ceiling (2048^3 GEMM, OpenBLAS and tandem, about 1 s each)"
-  SGEMM_PEAK_GFLOPS=$(bench/sgemm_ceiling.sh "$(dirname "$TANDEM")/tandem_bench_gemm" "$THREADS" "$OUT/sgemm-peak.log")
-  say "sgemm ceiling: $SGEMM_PEAK_GFLOPS GFLOP/s ($(grep '^peak square' "$OUT/sgemm-peak.log"))"
-fi
-export SGEMM_PEAK_GFLOPS
+measure_sgemm_ceiling "$OUT"
 say "tandem: $TANDEM"
 say "torch:  $("$PY" -c 'import torch; print(torch.__version__)') ($THREADS threads)"
 say "preparing char data from data/tinyshakespeare.txt"
@@ -119,7 +105,7 @@ if [[ $DO_BIG -eq 1 ]]; then
 fi
 
 "$PY" - "$OUT" "$DO_BABY" "$BABY_SKIP" "$DO_BIG" "$BIG_SKIP" "$ROUNDS" <<'PYEOF'
-import json, os, sys
+import json, os, statistics, sys
 sys.path.insert(0, "reference")
 from torch_gpt import load_config
 
@@ -208,13 +194,13 @@ def section(name, preset, sets, tag, skip):
         for label, t_med, p_med in pairs:
             print(f"  {label:8} tandem {fmt(t_med):>9}  torch {fmt(p_med):>9}  ratio {fmt(t_med / p_med, '.2f')}x")
         ratios = sorted(t / p for _, t, p in pairs)
-        print(f"median ratio over {len(ratios)} pairs: {ratios[len(ratios) // 2]:.2f}x "
+        print(f"median ratio over {len(ratios)} pairs: {statistics.median(ratios):.2f}x "
               f"(range {ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
     # Roofline: if every counted FLOP ran at the sgemm ceiling and nothing else took time (no
     # element-wise ops, no optimizer), a step would take this long; no implementation on this
     # machine can beat torch by more than torch's step time over it.
     floor_s = tokens_per_step * fpt / (peak * 1e9)
-    torch_s = sorted(tokens_per_step / p for _, _, p in pairs)[len(pairs) // 2]
+    torch_s = statistics.median(tokens_per_step / p for _, _, p in pairs)
     print(f"roofline: {tokens_per_step * fpt / 1e9:.1f} GFLOP/step at {peak:.0f} GFLOP/s = {floor_s:.3f} s/step at "
           f"best; torch's median step {torch_s:.3f} s, so at most {torch_s / floor_s:.2f}x torch on this machine")
 

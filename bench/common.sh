@@ -1,0 +1,36 @@
+# Shared by the training benchmarks (bench_train.sh, bench_deepseek.sh): sourced, not run.
+# Expects TANDEM (the tandem binary) and THREADS to be set by the caller.
+
+# Both sides of every benchmark run with OpenBLAS's CPU overrides unset (tests and CI keep them).
+CLEAN=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
+BENCH_NAME="$(basename "$0")"
+
+say() { printf '[bench] %s\n' "$*"; }
+
+# timed LOG cmd... : run, log stdout+stderr, print wall seconds to LOG.wall; stop on failure.
+timed() {
+  local log="$1"; shift
+  local t0=$EPOCHREALTIME
+  if ! "$@" > "$log" 2>&1; then
+    echo "$BENCH_NAME: command failed (log $log):" >&2; tail -20 "$log" >&2; exit 1
+  fi
+  awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", b - a }' > "$log.wall"
+}
+
+# measure_sgemm_ceiling OUT : unless SGEMM_PEAK_GFLOPS is set, the machine's sgemm ceiling in
+# GFLOP/s, the roofline of the training benchmarks: a 2048^3 GEMM with OpenBLAS and with tandem's
+# sgemm (tandem_bench_gemm beside the tandem binary, "peak square"), ~1 s each, THREADS threads;
+# the faster of the two. Exported as SGEMM_PEAK_GFLOPS; the run's output is OUT/sgemm-peak.log.
+measure_sgemm_ceiling() {
+  local log="$1/sgemm-peak.log" bin
+  bin="$(dirname "$TANDEM")/tandem_bench_gemm"
+  if [[ -z "${SGEMM_PEAK_GFLOPS:-}" ]]; then
+    [[ -x "$bin" ]] || { echo "$BENCH_NAME: $bin missing (build target tandem_bench_gemm, or set SGEMM_PEAK_GFLOPS)" >&2; exit 1; }
+    say "measuring the sgemm ceiling (2048^3 GEMM, OpenBLAS and tandem, about 1 s each)"
+    OMP_NUM_THREADS="$THREADS" "${CLEAN[@]}" "$bin" --filter "peak square" --seconds 1 > "$log"
+    SGEMM_PEAK_GFLOPS=$(awk -F'|' '/^peak square/ { split($2, a, " "); split($3, b, " "); print (a[2] > b[2] ? a[2] : b[2]) }' "$log")
+    [[ -n "$SGEMM_PEAK_GFLOPS" ]] || { echo "$BENCH_NAME: no result in $log" >&2; exit 1; }
+    say "sgemm ceiling: $SGEMM_PEAK_GFLOPS GFLOP/s ($(grep '^peak square' "$log"))"
+  fi
+  export SGEMM_PEAK_GFLOPS
+}
