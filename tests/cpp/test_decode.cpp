@@ -99,9 +99,11 @@ TEST(SkinnyGemm, MatchesFloat64ReferenceOnEdgeShapes) {
 
 TEST(SkinnyGemm, MatchesFloat64ReferenceOnDecodeShapes) {
   // GPT-2 124M's decode matmuls (QKV, MLP in, MLP out) and an odd lm_head-like one: threaded.
+  // K <= 64 (one piece of rows: no partial sums, written straight into C) and K = 100 (a whole
+  // piece and a partial one ending in single-row passes), threaded too.
   struct S { bool tb; int64_t M, N, K; };
   for (const S& s : {S{false, 1, 2304, 768}, S{false, 3, 3072, 768}, S{false, 8, 768, 3072}, S{true, 1, 5003, 768},
-                     S{true, 8, 1001, 771}}) {
+                     S{true, 8, 1001, 771}, S{false, 2, 1500, 40}, S{false, 1, 4000, 61}, S{false, 5, 777, 100}}) {
     const Problem p = make(s.tb, s.M, s.N, s.K, 0, 42);
     check_against_reference(p, run(p, 0, s.M));
   }
