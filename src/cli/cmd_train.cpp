@@ -64,7 +64,14 @@ void register_train(CLI::App& app) {
   cmd->add_option("--inject-nan-at", o->inject_nan_at, "")->delimiter(',')->group("");
   cmd->add_option("--inject-bitflip-at", o->inject_bitflip_at, "")->delimiter(',')->group("");
   cmd->add_option("--inject-write-limit", o->inject_write_limit, "")->group("");
-  cmd->callback([o, on_error] {
+  cmd->add_option("--dump-first-step", o->dump_first_step, "")->group("");  // tests: train/trainer.h
+  auto precision = std::make_shared<std::string>();
+  cmd->add_option("--precision", *precision,
+                  "f32, or bf16 mixed precision (bf16 matmuls and activations, f32 master weights, optimizer, norms, "
+                  "residual stream and loss); same as --set precision=...")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->callback([o, on_error, precision] {
+    if (!precision->empty()) o->sets.push_back("precision=" + *precision);
     o->continue_on_checkpoint_error = *on_error == "continue";
     train(*o);
   });

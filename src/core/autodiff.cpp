@@ -17,7 +17,7 @@ Backward build_backward(Graph& g, NodeId loss, std::span<const NodeId> wrt) {
   for (size_t i = 0; i < n_fwd; ++i) {
     const Node& n = g.node(static_cast<NodeId>(i));
     for (NodeId in : n.inputs) needs[i] = needs[i] || needs[static_cast<size_t>(in)];
-    needs[i] = needs[i] && n.dtype == DType::f32;
+    needs[i] = needs[i] && is_float(n.dtype);
   }
 
   Backward out;

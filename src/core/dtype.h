@@ -1,5 +1,14 @@
-// Element types. f32 is what every kernel computes today; bf16 is part of the design (storage,
-// conversion, the conformance suite's dtype axis) so that adding bf16 kernels is a backend change only.
+// Element types. f32 is the master type every kernel supports; bf16 is storage for mixed-precision
+// training and serving (arithmetic stays f32 inside kernels); i32 holds ids.
+//
+// The f32 <-> bf16 conversion below is the one routine of the whole code base (kernels, checkpoint
+// import/export, the conformance harness, the OpenCL and CUDA kernels implement the same rule):
+//  - f32 -> bf16 rounds to nearest, ties to even; a NaN stays NaN and is made quiet (0x0040 set,
+//    sign and payload kept); +-inf stay inf; overflow rounds to inf as RNE says; subnormal f32
+//    values round like any other (bf16 has the same exponent range, so they become bf16
+//    subnormals or zero): nothing is flushed here (the CPU backend's FTZ/DAZ mode applies to
+//    arithmetic, never to this integer routine).
+//  - bf16 -> f32 is exact (the bf16 bits are the high half of the f32).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -28,7 +37,8 @@ constexpr std::string_view dtype_name(DType t) {
   return "?";
 }
 
-// Round-to-nearest-even f32 -> bf16, NaN stays NaN.
+constexpr bool is_float(DType t) { return t == DType::f32 || t == DType::bf16; }
+
 inline uint16_t f32_to_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -43,5 +53,13 @@ inline float bf16_to_f32(uint16_t h) {
   std::memcpy(&f, &u, 4);
   return f;
 }
+
+// f32 rounded to the nearest bf16 value, as a float.
+inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+// Bulk conversions (vectorised where the build allows; bit-identical to the scalar routine).
+// Single-threaded: callers split large arrays across threads.
+void f32_to_bf16(const float* src, uint16_t* dst, size_t n);
+void bf16_to_f32(const uint16_t* src, float* dst, size_t n);
 
 }  // namespace tandem

@@ -22,11 +22,12 @@ NodeId Graph::input(const std::string& name, const Shape& shape, DType dtype) {
   return push(std::move(n));
 }
 
-NodeId Graph::param(const std::string& name, const Shape& shape) {
+NodeId Graph::param(const std::string& name, const Shape& shape, DType dtype) {
   Node n;
   n.op = OpKind::param;
   n.name = qualify(name);
   n.shape = shape;
+  n.dtype = dtype;
   return push(std::move(n));
 }
 
@@ -46,7 +47,7 @@ NodeId Graph::add(OpKind op, std::vector<NodeId> inputs, Attrs attrs, const std:
     ins.push_back(&nodes_[static_cast<size_t>(id)]);
   }
   n.shape = def.shape(n, ins);
-  n.dtype = def.dtype ? def.dtype(ins) : DType::f32;
+  n.dtype = def.dtype ? def.dtype(n, ins) : default_dtype(n, ins);
   return push(std::move(n));
 }
 

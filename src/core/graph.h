@@ -47,11 +47,12 @@ struct RouteAttrs {
   float routed_scaling_factor = 1.0f;
 };
 struct GroupedMatmulAttrs { bool transpose_w = false; };  // false: y = x W_e^T (W [E, out, in]); true: y = x W_e
+struct CastAttrs { DType to = DType::f32; };  // cast: the output dtype
 struct ShiftAttrs { int64_t shift = 1; int32_t fill = -1; };
 // Expert parallelism (ops/expert_parallel.cpp): routed experts split evenly over `ranks` ranks.
 struct ExpertParallelAttrs { int ranks = 1; int64_t n_experts = 0, top_k = 0; };
 using Attrs = std::variant<NoAttrs, MatmulAttrs, ScaleAttrs, NormAttrs, AttentionAttrs, ShapeAttrs, SliceAttrs, RopeAttrs,
-                           MlaAttrs, RouteAttrs, GroupedMatmulAttrs, ShiftAttrs, ExpertParallelAttrs>;
+                           MlaAttrs, RouteAttrs, GroupedMatmulAttrs, ShiftAttrs, ExpertParallelAttrs, CastAttrs>;
 
 struct Node {
   NodeId id = -1;
@@ -70,7 +71,8 @@ class Graph {
  public:
   // Leaves.
   NodeId input(const std::string& name, const Shape& shape, DType dtype = DType::f32);
-  NodeId param(const std::string& name, const Shape& shape);
+  // Parameters are f32 (the trainable master) unless a serving graph binds converted weights.
+  NodeId param(const std::string& name, const Shape& shape, DType dtype = DType::f32);
   // An op node: checks inputs and infers the output shape through the op's definition.
   NodeId add(OpKind op, std::vector<NodeId> inputs, Attrs attrs, const std::string& name);
 

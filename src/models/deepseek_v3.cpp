@@ -335,7 +335,7 @@ float DeepseekV3::softmax_scale() const {
   return static_cast<float>(s);
 }
 
-NodeId DeepseekV3::block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64_t B, int64_t T, GraphMode mode,
+NodeId DeepseekV3::block(Graph& g, Casts& cast, ModelNodes& m, NodeId x, int64_t layer, int64_t B, int64_t T, GraphMode mode,
                          std::vector<NodeId>& balance) const {
   const std::string pre = layer_prefix(layer);
   auto s = g.scope("layers." + std::to_string(layer));
@@ -344,7 +344,7 @@ NodeId DeepseekV3::block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64
   const int64_t H = c_.hidden_size, nh = c_.num_attention_heads, dn = c_.qk_nope_head_dim, dr = c_.qk_rope_head_dim;
   const int64_t dv = c_.v_head_dim, L = c_.kv_lora_rank, dqk = qk_head_dim();
   auto linear = [&](NodeId in, const std::string& w, const std::string& name) {
-    return g.add(OpKind::matmul, {in, P(w)}, MatmulAttrs{false, true}, name);
+    return g.add(OpKind::matmul, {cast.compute(in), cast.compute(P(w))}, MatmulAttrs{false, true}, name);
   };
   auto rmsnorm = [&](NodeId in, const std::string& w, const std::string& name) {
     return g.add(OpKind::rmsnorm, {in, P(w)}, NormAttrs{eps}, name);
@@ -356,14 +356,14 @@ NodeId DeepseekV3::block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64
   // --- MLA
   NodeId a = rmsnorm(x, "input_layernorm.weight", "input_layernorm");
   NodeId q = c_.q_lora_rank > 0
-                 ? linear(rmsnorm(linear(a, "self_attn.q_a_proj.weight", "self_attn.q_a_proj"), "self_attn.q_a_layernorm.weight",
+                 ? linear(rmsnorm(cast.f32(linear(a, "self_attn.q_a_proj.weight", "self_attn.q_a_proj")), "self_attn.q_a_layernorm.weight",
                                   "self_attn.q_a_layernorm"),
                           "self_attn.q_b_proj.weight", "self_attn.q_b_proj")
                  : linear(a, "self_attn.q_proj.weight", "self_attn.q_proj");
   q = g.add(OpKind::rope, {reshape(q, {B, T, nh, dqk}, "self_attn.q_heads"), m.position_ids}, rope_attrs(dn), "self_attn.q_rope");
   q = reshape(q, {B, T, nh * dqk}, "self_attn.q");
   NodeId ckv = linear(a, "self_attn.kv_a_proj_with_mqa.weight", "self_attn.kv_a_proj_with_mqa");
-  NodeId latent = rmsnorm(g.add(OpKind::slice_last, {ckv}, SliceAttrs{0, L, L + dr}, "self_attn.kv_latent"),
+  NodeId latent = rmsnorm(cast.f32(g.add(OpKind::slice_last, {ckv}, SliceAttrs{0, L, L + dr}, "self_attn.kv_latent")),
                           "self_attn.kv_a_layernorm.weight", "self_attn.kv_a_layernorm");
   NodeId kr = g.add(OpKind::slice_last, {ckv}, SliceAttrs{L, dr, L + dr}, "self_attn.k_rope_raw");
   kr = g.add(OpKind::rope, {reshape(kr, {B, T, 1, dr}, "self_attn.k_rope_heads"), m.position_ids}, rope_attrs(0), "self_attn.k_rope_rot");
@@ -372,8 +372,9 @@ NodeId DeepseekV3::block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64
   if (mode == GraphMode::decode) {
     NodeId cache = g.input("self_attn.latent_cache", kv_cache_shape(B));
     m.kv_caches.push_back(cache);
-    NodeId entries = g.add(OpKind::concat_last, {latent, kr}, NoAttrs{}, "self_attn.cache_entries");
-    attn = g.add(OpKind::attention_latent, {q, entries, cache, P("self_attn.kv_b_proj.weight"), m.cache_len},
+    // The latent cache and its attention stay f32.
+    NodeId entries = g.add(OpKind::concat_last, {latent, cast.f32(kr)}, NoAttrs{}, "self_attn.cache_entries");
+    attn = g.add(OpKind::attention_latent, {cast.f32(q), entries, cache, cast.f32(P("self_attn.kv_b_proj.weight")), m.cache_len},
                  MlaAttrs{nh, dn, dr, dv, softmax_scale()}, "self_attn.attention");
   } else {
     NodeId kv = linear(latent, "self_attn.kv_b_proj.weight", "self_attn.kv_b_proj");
@@ -382,7 +383,7 @@ NodeId DeepseekV3::block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64
                  AttentionAttrs{static_cast<int>(nh), static_cast<int>(dqk), static_cast<int>(dv), softmax_scale()},
                  "self_attn.attention");
   }
-  x = g.add(OpKind::add, {x, linear(attn, "self_attn.o_proj.weight", "self_attn.o_proj")}, NoAttrs{}, "attn_residual");
+  x = g.add(OpKind::add, {x, cast.f32(linear(attn, "self_attn.o_proj.weight", "self_attn.o_proj"))}, NoAttrs{}, "attn_residual");
 
   // --- MLP: dense SwiGLU, or shared + routed experts
   NodeId h = rmsnorm(x, "post_attention_layernorm.weight", "post_attention_layernorm");
@@ -393,12 +394,14 @@ NodeId DeepseekV3::block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64
   };
   NodeId mlp;
   if (!is_moe_layer(layer)) {
-    mlp = swiglu_mlp(h, "mlp.", "mlp");
+    mlp = cast.f32(swiglu_mlp(h, "mlp.", "mlp"));
   } else {
     const RouteAttrs route{c_.n_routed_experts, c_.num_experts_per_tok, c_.n_group, c_.topk_group, c_.norm_topk_prob,
                            static_cast<float>(c_.routed_scaling_factor)};
     NodeId flat = reshape(h, {B * T, H}, "mlp.tokens");
-    NodeId scores = g.add(OpKind::sigmoid, {linear(flat, "mlp.gate.weight", "mlp.gate")}, NoAttrs{}, "mlp.scores");
+    // The router stays f32 (DeepSeek-V3 keeps its gating in high precision).
+    NodeId router = g.add(OpKind::matmul, {flat, cast.f32(P("mlp.gate.weight"))}, MatmulAttrs{false, true}, "mlp.gate");
+    NodeId scores = g.add(OpKind::sigmoid, {router}, NoAttrs{}, "mlp.scores");
     NodeId idx = g.add(OpKind::topk_route, {scores, P("mlp.gate.e_score_correction_bias")}, route, "mlp.route");
     m.router_choices.emplace_back(pre + "mlp", idx);
     if (mode == GraphMode::train && c_.seq_aux_loss_alpha > 0) {
@@ -410,7 +413,7 @@ NodeId DeepseekV3::block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64
       balance.push_back(g.add(OpKind::sum, {per_seq}, NoAttrs{}, "mlp.balance_sum"));
     }
     NodeId w = g.add(OpKind::route_weights, {scores, idx}, route, "mlp.route_weights");
-    NodeId xs = g.add(OpKind::moe_dispatch, {flat, idx}, route, "mlp.dispatch");
+    NodeId xs = g.add(OpKind::moe_dispatch, {cast.compute(flat), idx}, route, "mlp.dispatch");
     // Expert parallelism: the rows travel to their experts' owners and back (ops/expert_parallel.h).
     const ExpertParallelAttrs ep{ep_ranks_, c_.n_routed_experts, c_.num_experts_per_tok};
     NodeId ids = idx;
@@ -418,13 +421,15 @@ NodeId DeepseekV3::block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64
       xs = g.add(OpKind::ep_dispatch, {xs, idx}, ep, "mlp.ep_dispatch");
       ids = g.add(OpKind::ep_ids, {idx}, ep, "mlp.ep_ids");
     }
-    NodeId gu = g.add(OpKind::grouped_matmul, {xs, P("mlp.experts.gate_up_proj"), ids}, GroupedMatmulAttrs{}, "mlp.experts.gate_up");
+    NodeId gu = g.add(OpKind::grouped_matmul, {xs, cast.compute(P("mlp.experts.gate_up_proj")), ids}, GroupedMatmulAttrs{},
+                      "mlp.experts.gate_up");
     NodeId act = g.add(OpKind::swiglu, {gu}, NoAttrs{}, "mlp.experts.act");
-    NodeId ys = g.add(OpKind::grouped_matmul, {act, P("mlp.experts.down_proj"), ids}, GroupedMatmulAttrs{}, "mlp.experts.down");
+    NodeId ys = g.add(OpKind::grouped_matmul, {act, cast.compute(P("mlp.experts.down_proj")), ids}, GroupedMatmulAttrs{},
+                      "mlp.experts.down");
     if (ep_ranks_ > 1) ys = g.add(OpKind::ep_combine, {ys, idx}, ep, "mlp.ep_combine");
-    NodeId routed = g.add(OpKind::moe_combine, {ys, w, idx}, route, "mlp.combine");
+    NodeId routed = g.add(OpKind::moe_combine, {cast.f32(ys), w, idx}, route, "mlp.combine");
     if (c_.n_shared_experts > 0)
-      routed = g.add(OpKind::add, {routed, swiglu_mlp(flat, "mlp.shared_experts.", "mlp.shared_experts")}, NoAttrs{}, "mlp.sum");
+      routed = g.add(OpKind::add, {routed, cast.f32(swiglu_mlp(flat, "mlp.shared_experts.", "mlp.shared_experts"))}, NoAttrs{}, "mlp.sum");
     mlp = reshape(routed, {B, T, H}, "mlp.out");
   }
   return g.add(OpKind::add, {x, mlp}, NoAttrs{}, "mlp_residual");
@@ -434,7 +439,8 @@ ModelNodes DeepseekV3::build(Graph& g, int64_t B, int64_t T, GraphMode mode) con
   check(T <= c_.max_position_embeddings, "deepseek_v3: sequence length ", T, " exceeds max_position_embeddings ",
         c_.max_position_embeddings);
   ModelNodes m;
-  for (const auto& s : param_specs()) m.params[s.name] = g.param(s.name, s.shape);
+  for (const auto& s : param_specs()) m.params[s.name] = g.param(s.name, s.shape, param_dtype(s));
+  Casts cast(g, compute_dtype_);
   m.input_ids = g.input("input_ids", {B, T}, DType::i32);
   m.position_ids = g.input("position_ids", mode == GraphMode::decode ? Shape{B, T} : Shape{T}, DType::i32);
   if (mode == GraphMode::train) m.labels = g.input("labels", {B, T}, DType::i32);
@@ -444,15 +450,15 @@ ModelNodes DeepseekV3::build(Graph& g, int64_t B, int64_t T, GraphMode mode) con
   const NodeId head = m.params.at(c_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
 
   auto s = g.scope("model");
-  NodeId x = g.add(OpKind::embedding, {m.input_ids, embed}, NoAttrs{}, "embed_tokens");
+  NodeId x = cast.f32(g.add(OpKind::embedding, {m.input_ids, embed}, NoAttrs{}, "embed_tokens"));
   std::vector<NodeId> balance;  // per MoE layer: the balance loss summed over the batch's sequences
-  for (int64_t l = 0; l < c_.num_hidden_layers; ++l) x = block(g, m, x, l, B, T, mode, balance);
+  for (int64_t l = 0; l < c_.num_hidden_layers; ++l) x = block(g, cast, m, x, l, B, T, mode, balance);
   const NodeId hidden = x;
   x = g.add(OpKind::rmsnorm, {x, m.params.at("model.norm.weight")}, NormAttrs{eps}, "norm");
-  m.logits = g.add(OpKind::matmul, {x, head}, MatmulAttrs{false, true}, "lm_head");
+  m.logits = cast.f32(g.add(OpKind::matmul, {cast.compute(x), cast.compute(head)}, MatmulAttrs{false, true}, "lm_head"));
   if (mode != GraphMode::train) return m;
   m.loss = m.lm_loss = g.add(OpKind::cross_entropy, {m.logits, m.labels}, NoAttrs{}, "loss");
-  if (c_.num_nextn_predict_layers > 0 && mtp_weight_ > 0) add_mtp(g, m, hidden, B, T, balance);
+  if (c_.num_nextn_predict_layers > 0 && mtp_weight_ > 0) add_mtp(g, cast, m, hidden, B, T, balance);
   if (balance.empty()) return m;
 
   // Sequence-wise balance loss: per MoE layer (the MTP modules' included) the mean over the batch's
@@ -469,7 +475,7 @@ ModelNodes DeepseekV3::build(Graph& g, int64_t B, int64_t T, GraphMode mode) con
   return m;
 }
 
-void DeepseekV3::add_mtp(Graph& g, ModelNodes& m, NodeId hidden, int64_t B, int64_t T, std::vector<NodeId>& balance) const {
+void DeepseekV3::add_mtp(Graph& g, Casts& cast, ModelNodes& m, NodeId hidden, int64_t B, int64_t T, std::vector<NodeId>& balance) const {
   const GraphMode mode = GraphMode::train;
   const float eps = static_cast<float>(c_.rms_norm_eps);
   const NodeId embed = m.params.at("model.embed_tokens.weight");
@@ -487,15 +493,17 @@ void DeepseekV3::add_mtp(Graph& g, ModelNodes& m, NodeId hidden, int64_t B, int6
     // prediction target is ignored, and causal attention keeps it from earlier positions).
     NodeId toks = k == 1 ? m.labels : g.add(OpKind::shift_tokens, {m.labels}, ShiftAttrs{k - 1, 0}, "input_ids");
     NodeId targets = g.add(OpKind::shift_tokens, {m.labels}, ShiftAttrs{k, -1}, "labels");
-    NodeId e = g.add(OpKind::rmsnorm, {g.add(OpKind::embedding, {toks, embed}, NoAttrs{}, "embed"), m.params.at(pre + "enorm.weight")},
+    NodeId e = g.add(OpKind::rmsnorm, {cast.f32(g.add(OpKind::embedding, {toks, embed}, NoAttrs{}, "embed")), m.params.at(pre + "enorm.weight")},
                      NormAttrs{eps}, "enorm");
     NodeId hn = g.add(OpKind::rmsnorm, {prev, m.params.at(pre + "hnorm.weight")}, NormAttrs{eps}, "hnorm");
-    NodeId h = g.add(OpKind::matmul, {g.add(OpKind::concat_last, {e, hn}, NoAttrs{}, "concat"), m.params.at(pre + "eh_proj.weight")},
-                     MatmulAttrs{false, true}, "eh_proj");
-    h = block(g, m, h, l, B, T, mode, balance);
-    NodeId logits = g.add(OpKind::matmul,
-                          {g.add(OpKind::rmsnorm, {h, m.params.at(pre + "shared_head.norm.weight")}, NormAttrs{eps}, "shared_head.norm"), head},
-                          MatmulAttrs{false, true}, "shared_head.head");
+    NodeId h = cast.f32(g.add(OpKind::matmul,
+                              {cast.compute(g.add(OpKind::concat_last, {e, hn}, NoAttrs{}, "concat")),
+                               cast.compute(m.params.at(pre + "eh_proj.weight"))},
+                              MatmulAttrs{false, true}, "eh_proj"));
+    h = block(g, cast, m, h, l, B, T, mode, balance);
+    NodeId normed = g.add(OpKind::rmsnorm, {h, m.params.at(pre + "shared_head.norm.weight")}, NormAttrs{eps}, "shared_head.norm");
+    NodeId logits = cast.f32(
+        g.add(OpKind::matmul, {cast.compute(normed), cast.compute(head)}, MatmulAttrs{false, true}, "shared_head.head"));
     NodeId loss = g.add(OpKind::cross_entropy, {logits, targets}, NoAttrs{}, "loss");
     mtp_sum = mtp_sum < 0 ? loss : g.add(OpKind::add, {mtp_sum, loss}, NoAttrs{}, "loss_sum");
     prev = h;

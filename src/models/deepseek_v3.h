@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "models/model.h"
+#include "models/precision.h"
 
 namespace tandem {
 
@@ -64,10 +65,10 @@ class DeepseekV3 final : public Model {
   int64_t qk_head_dim() const { return c_.qk_nope_head_dim + c_.qk_rope_head_dim; }
   void block_params(const std::string& prefix, int64_t layer, std::vector<ParamSpec>& out) const;
   // `balance`: where an MoE layer adds its summed per-sequence balance loss (train mode with alpha > 0).
-  NodeId block(Graph& g, ModelNodes& m, NodeId x, int64_t layer, int64_t B, int64_t T, GraphMode mode,
+  NodeId block(Graph& g, Casts& cast, ModelNodes& m, NodeId x, int64_t layer, int64_t B, int64_t T, GraphMode mode,
                std::vector<NodeId>& balance) const;
   // The multi-token-prediction modules on the main model's last hidden state (train mode).
-  void add_mtp(Graph& g, ModelNodes& m, NodeId hidden, int64_t B, int64_t T, std::vector<NodeId>& balance) const;
+  void add_mtp(Graph& g, Casts& cast, ModelNodes& m, NodeId hidden, int64_t B, int64_t T, std::vector<NodeId>& balance) const;
   RopeAttrs rope_attrs(int64_t rot_offset) const;
   float softmax_scale() const;
 

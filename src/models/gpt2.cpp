@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "models/deepseek_v3.h"
+#include "models/precision.h"
 
 namespace tandem {
 
@@ -103,8 +104,9 @@ ModelNodes GPT2::build(Graph& g, int64_t B, int64_t T, GraphMode mode) const {
   check(T <= c_.n_positions, "gpt2: sequence length ", T, " exceeds n_positions ", c_.n_positions);
   const int64_t C = c_.n_embd, H = c_.n_head, D = C / H;
   ModelNodes m;
-  for (const auto& s : param_specs()) m.params[s.name] = g.param(s.name, s.shape);
+  for (const auto& s : param_specs()) m.params[s.name] = g.param(s.name, s.shape, param_dtype(s));
   auto P = [&](const std::string& n) { return m.params.at(n); };
+  Casts cast(g, compute_dtype_);
   m.input_ids = g.input("input_ids", {B, T}, DType::i32);
   // Training shares positions 0..T-1 across the batch; decoding has per-sequence positions.
   m.position_ids = g.input("position_ids", mode == GraphMode::decode ? Shape{B, T} : Shape{T}, DType::i32);
@@ -112,8 +114,8 @@ ModelNodes GPT2::build(Graph& g, int64_t B, int64_t T, GraphMode mode) const {
   if (mode == GraphMode::decode) m.cache_len = g.input("cache_len", {B}, DType::i32);
 
   auto linear = [&](NodeId x, const std::string& prefix, const std::string& name) {
-    NodeId y = g.add(OpKind::matmul, {x, P(prefix + ".weight")}, MatmulAttrs{}, name + ".matmul");
-    return g.add(OpKind::add, {y, P(prefix + ".bias")}, NoAttrs{}, name);
+    NodeId y = g.add(OpKind::matmul, {cast.compute(x), cast.compute(P(prefix + ".weight"))}, MatmulAttrs{}, name + ".matmul");
+    return g.add(OpKind::add, {y, cast.compute(P(prefix + ".bias"))}, NoAttrs{}, name);
   };
   auto layernorm = [&](NodeId x, const std::string& prefix, const std::string& name) {
     return g.add(OpKind::layernorm, {x, P(prefix + ".weight"), P(prefix + ".bias")},
@@ -121,8 +123,8 @@ ModelNodes GPT2::build(Graph& g, int64_t B, int64_t T, GraphMode mode) const {
   };
 
   auto s = g.scope("transformer");
-  NodeId tok = g.add(OpKind::embedding, {m.input_ids, P("transformer.wte.weight")}, NoAttrs{}, "wte");
-  NodeId pos = g.add(OpKind::embedding, {m.position_ids, P("transformer.wpe.weight")}, NoAttrs{}, "wpe");
+  NodeId tok = cast.f32(g.add(OpKind::embedding, {m.input_ids, P("transformer.wte.weight")}, NoAttrs{}, "wte"));
+  NodeId pos = cast.f32(g.add(OpKind::embedding, {m.position_ids, P("transformer.wpe.weight")}, NoAttrs{}, "wpe"));
   NodeId x = g.add(OpKind::add, {tok, pos}, NoAttrs{}, "embed");
   const AttentionAttrs att{static_cast<int>(H), static_cast<int>(D), static_cast<int>(D),
                            1.0f / std::sqrt(static_cast<float>(D))};
@@ -135,14 +137,14 @@ ModelNodes GPT2::build(Graph& g, int64_t B, int64_t T, GraphMode mode) const {
     if (mode == GraphMode::decode) {
       NodeId cache = g.input("attn.kv_cache", kv_cache_shape(B));
       m.kv_caches.push_back(cache);
-      y = g.add(OpKind::attention_cached, {qkv, cache, m.cache_len}, att, "attn.attention");
+      y = g.add(OpKind::attention_cached, {cast.f32(qkv), cache, m.cache_len}, att, "attn.attention");  // f32 cache
     } else {
       y = g.add(OpKind::attention, {qkv}, att, "attn.attention");
     }
-    x = g.add(OpKind::add, {x, linear(y, h + "attn.c_proj", "attn.c_proj")}, NoAttrs{}, "attn.residual");
+    x = g.add(OpKind::add, {x, cast.f32(linear(y, h + "attn.c_proj", "attn.c_proj"))}, NoAttrs{}, "attn.residual");
     NodeId f = linear(layernorm(x, h + "ln_2", "ln_2"), h + "mlp.c_fc", "mlp.c_fc");
     f = g.add(OpKind::gelu, {f}, NoAttrs{}, "mlp.gelu");
-    x = g.add(OpKind::add, {x, linear(f, h + "mlp.c_proj", "mlp.c_proj")}, NoAttrs{}, "mlp.residual");
+    x = g.add(OpKind::add, {x, cast.f32(linear(f, h + "mlp.c_proj", "mlp.c_proj"))}, NoAttrs{}, "mlp.residual");
   }
   if (mode == GraphMode::decode && T > 1) {
     // Decoding samples from the last position only: the final norm and the lm_head (V x C, the
@@ -152,7 +154,8 @@ ModelNodes GPT2::build(Graph& g, int64_t B, int64_t T, GraphMode mode) const {
     x = g.add(OpKind::reshape, {last}, ShapeAttrs{{B, 1, C}}, "last");
   }
   x = layernorm(x, "transformer.ln_f", "ln_f");
-  m.logits = g.add(OpKind::matmul, {x, P("transformer.wte.weight")}, MatmulAttrs{false, true}, "lm_head");
+  m.logits = cast.f32(g.add(OpKind::matmul, {cast.compute(x), cast.compute(P("transformer.wte.weight"))},
+                            MatmulAttrs{false, true}, "lm_head"));
   if (mode == GraphMode::train) m.loss = m.lm_loss = g.add(OpKind::cross_entropy, {m.logits, m.labels}, NoAttrs{}, "loss");
   return m;
 }

@@ -73,6 +73,17 @@ class Model {
   virtual void set_expert_parallel(int ranks, int rank);
   // Bytes one token occupies in the decoding cache (all layers).
   virtual int64_t kv_cache_bytes_per_token() const = 0;
+
+  // Precision of the graphs build() makes (models/precision.h): f32, or bf16 mixed precision.
+  void set_compute_dtype(DType dt) { compute_dtype_ = dt; }
+  DType compute_dtype() const { return compute_dtype_; }
+  // The dtype weights are bound in: f32 (the master) for training; serving may bind matrices
+  // (parameters of rank >= 2) converted to bf16 at load (ParamStore::convert_matrices).
+  void set_weight_dtype(DType dt) { weight_dtype_ = dt; }
+  DType param_dtype(const ParamSpec& s) const { return s.shape.size() >= 2 ? weight_dtype_ : DType::f32; }
+
+ protected:
+  DType compute_dtype_ = DType::f32, weight_dtype_ = DType::f32;
 };
 
 inline void Model::set_expert_parallel(int ranks, int) {

@@ -59,7 +59,7 @@ void ids_ref(const Node& n, std::span<const RefTensor* const> in, RefTensor& out
   for (int64_t e = 0; e < E; ++e)
     for (int64_t c = 0; c < count[static_cast<size_t>(e)]; ++c) out.data[r++] = static_cast<double>(e);
 }
-DType i32_out(std::span<const Node* const>) { return DType::i32; }
+DType i32_out(const Node&, std::span<const Node* const>) { return DType::i32; }
 
 }  // namespace
 

@@ -5,7 +5,7 @@
 namespace tandem {
 namespace {
 
-DType i32_out(std::span<const Node* const>) { return DType::i32; }
+DType i32_out(const Node&, std::span<const Node* const>) { return DType::i32; }
 
 void check_route(const Node& n, const RouteAttrs& a) {
   check(a.n_experts > 0 && a.top_k > 0 && a.n_group > 0 && a.topk_group > 0 && a.topk_group <= a.n_group &&

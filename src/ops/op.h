@@ -62,8 +62,9 @@ struct OpDef {
   void (*reference)(const Node& node, std::span<const RefTensor* const> inputs, RefTensor& out);
   // Backward rule; nullptr when the op is not differentiable (backward kernels, index inputs).
   void (*backward)(GradBuilder& b);
-  // Output dtype; nullptr means f32 (index-producing ops return i32, views keep their input's).
-  DType (*dtype)(std::span<const Node* const> inputs) = nullptr;
+  // Output dtype; nullptr means the common float dtype of the inputs (default_dtype below):
+  // index-producing ops return i32, cast returns its target.
+  DType (*dtype)(const Node& node, std::span<const Node* const> inputs) = nullptr;
 };
 
 const OpDef& op_def(OpKind op);
@@ -73,5 +74,9 @@ void expect_rank_at_least(const Node& n, const Node& in, size_t rank);
 void expect_same_shape(const Node& n, const Node& a, const Node& b);
 void expect_dtype(const Node& n, const Node& in, DType dt);
 bool is_suffix(const Shape& small, const Shape& big);
+// The default output dtype: every float input (f32 or bf16) of a node must have the same dtype,
+// which the output takes (f32 when there is none). Mixed precision is explicit: the graph says
+// where values change dtype with `cast` nodes, so a kernel never guesses. Throws naming the node.
+DType default_dtype(const Node& n, std::span<const Node* const> inputs);
 
 }  // namespace tandem

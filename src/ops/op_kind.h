@@ -31,7 +31,8 @@ namespace tandem {
   X(moe_combine) X(moe_combine_grad_y) X(moe_combine_grad_w)                                \
   X(seq_balance_loss) X(seq_balance_loss_grad)        /* sequence-wise balance loss */      \
   X(shift_tokens)                                     /* labels for multi-token prediction */ \
-  X(ep_dispatch) X(ep_combine) X(ep_ids)              /* expert parallelism: token exchange */
+  X(ep_dispatch) X(ep_combine) X(ep_ids)              /* expert parallelism: token exchange */ \
+  X(cast)                                             /* f32 <-> bf16 (mixed precision) */
 
 enum class OpKind : uint8_t {
 #define TANDEM_ENUM(name) name,

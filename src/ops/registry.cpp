@@ -33,6 +33,19 @@ bool is_suffix(const Shape& small, const Shape& big) {
   return std::equal(small.begin(), small.end(), big.end() - static_cast<long>(small.size()));
 }
 
+DType default_dtype(const Node& n, std::span<const Node* const> inputs) {
+  const Node* first = nullptr;
+  for (const Node* in : inputs) {
+    if (!is_float(in->dtype)) continue;
+    if (!first) first = in;
+    else
+      check(in->dtype == first->dtype, "op ", op_name(n.op), " at node '", n.name, "': inputs '", first->name, "' (",
+            dtype_name(first->dtype), ") and '", in->name, "' (", dtype_name(in->dtype),
+            ") differ in dtype; insert a cast");
+  }
+  return first ? first->dtype : DType::f32;
+}
+
 NodeId GradBuilder::like_input(NodeId id, int i, const std::string& what) {
   if (g_.node(id).shape == input(i).shape) return id;
   return add(OpKind::reshape, {id}, ShapeAttrs{input(i).shape}, what);
@@ -63,12 +76,12 @@ extern const OpDef embedding_def, embedding_grad_def, matmul_def, add_def, mul_d
     swiglu_grad_def, rope_def, mla_qkv_def, mla_qkv_grad_def, attention_latent_def, topk_route_def, route_weights_def,
     route_weights_grad_def, moe_dispatch_def, moe_dispatch_grad_def, grouped_matmul_def, grouped_matmul_grad_w_def,
     moe_combine_def, moe_combine_grad_y_def, moe_combine_grad_w_def, seq_balance_loss_def,
-    seq_balance_loss_grad_def, shift_tokens_def, ep_dispatch_def, ep_combine_def, ep_ids_def;
+    seq_balance_loss_grad_def, shift_tokens_def, ep_dispatch_def, ep_combine_def, ep_ids_def, cast_def;
 
 static const OpDef input_def{"input", 0, leaf_shape, nullptr, nullptr};
 static const OpDef param_def{"param", 0, leaf_shape, nullptr, nullptr};
 static const OpDef reshape_def{"reshape", 1, reshape_shape, reshape_ref, reshape_bwd,
-                               [](std::span<const Node* const> in) { return in[0]->dtype; }};
+                               [](const Node&, std::span<const Node* const> in) { return in[0]->dtype; }};
 
 const OpDef& op_def(OpKind op) {
   switch (op) {

@@ -110,6 +110,17 @@ std::vector<OpCase> base_cases() {
       {"matmul_1x1x1", K::matmul, [](Graph& g) { return mm(g, {1, 1}, {1, 1}, false, false); }},
       {"matmul_odd_tiles", K::matmul, [](Graph& g) { return mm(g, {33, 65}, {65, 17}, false, false); }},
       {"matmul_odd_tiles_nt", K::matmul, [](Graph& g) { return mm(g, {2, 37, 19}, {71, 19}, false, true); }},
+      // Even K: the bf16 GEMM's vectorised packing of k-pairs (odd K above takes its scalar path).
+      {"matmul_even_k_tiles", K::matmul, [](Graph& g) { return mm(g, {45, 64}, {64, 70}, false, false); }},
+      {"matmul_even_k_tiles_nt", K::matmul, [](Graph& g) { return mm(g, {30, 96}, {50, 96}, false, true); }},
+      // The f32-accumulation probe: K = 1024 random-sign products. A kernel that accumulates in
+      // bf16 (or rounds partial sums to bf16) lands near NMSE 1e-3 here, 50x over the bf16 bound.
+      {"matmul_acc_probe_k1024", K::matmul, [](Graph& g) { return mm(g, {8, 1024}, {1024, 16}, false, false); }},
+      // f32 -> bf16 -> f32: both directions of the one conversion, forward and backward.
+      {"cast_roundtrip", K::cast, [](Graph& g) {
+         NodeId h = g.add(K::cast, {p(g, "x", {3, 70})}, CastAttrs{DType::bf16}, "to_bf16");
+         return g.add(K::cast, {h}, CastAttrs{DType::f32}, "out");
+       }},
       {"add_broadcast", K::add, [](Graph& g) { return g.add(K::add, {p(g, "a", {2, 3, 4}), p(g, "b", {4})}, NoAttrs{}, "out"); }},
       {"add_same", K::add, [](Graph& g) { return g.add(K::add, {p(g, "a", {3, 4}), p(g, "b", {3, 4})}, NoAttrs{}, "out"); }},
       {"add_size1", K::add, [](Graph& g) { return g.add(K::add, {p(g, "a", {1}), p(g, "b", {1})}, NoAttrs{}, "out"); }},

@@ -90,7 +90,7 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& w
   static const std::set<std::string> train_keys{
       "batch_size", "block_size", "max_steps", "warmup_steps", "lr_decay_steps", "grad_accum", "eval_interval",
       "eval_steps", "learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "adam_eps", "grad_clip",
-      "guard", "guard_spike_k", "guard_window", "guard_rollback_after", "mtp_loss_weight", "router_bias_update_rate"};
+      "guard", "guard_spike_k", "guard_window", "guard_rollback_after", "mtp_loss_weight", "router_bias_update_rate", "precision"};
   c.model = {{"model_type", type}};
   for (const auto& [k, v] : j.items()) {
     if (k == "model_type" || train_keys.contains(k)) continue;
@@ -118,6 +118,8 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& w
   take(j, "guard_rollback_after", c.guard_rollback_after, where);
   take(j, "mtp_loss_weight", c.mtp_loss_weight, where);
   take(j, "router_bias_update_rate", c.router_bias_update_rate, where);
+  take(j, "precision", c.precision, where);
+  check(c.precision == "f32" || c.precision == "bf16", where, ": precision '", c.precision, "' is not f32 or bf16");
   check(c.mtp_loss_weight >= 0 && c.router_bias_update_rate >= 0, where,
         ": mtp_loss_weight and router_bias_update_rate must be non-negative");
   check(c.batch_size > 0 && c.block_size > 0 && c.grad_accum > 0 && c.max_steps > 0, where,
@@ -186,8 +188,11 @@ nlohmann::json TrainConfig::to_json() const {
   j["guard_rollback_after"] = guard_rollback_after;
   j["mtp_loss_weight"] = mtp_loss_weight;
   j["router_bias_update_rate"] = router_bias_update_rate;
+  j["precision"] = precision;
   return j;
 }
+
+DType compute_dtype(const TrainConfig& c) { return c.precision == "bf16" ? DType::bf16 : DType::f32; }
 
 double learning_rate_at(const TrainConfig& c, int64_t it) {
   if (it < c.warmup_steps)

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
+
 namespace tandem {
 
 struct TrainConfig {
@@ -23,6 +25,9 @@ struct TrainConfig {
   // DeepSeek: weight of the multi-token-prediction loss (lambda); router bias step gamma of the
   // auxiliary-loss-free balancing (bias_i += gamma * sign(mean load - load_i) after each step; 0: off).
   double mtp_loss_weight = 0.3, router_bias_update_rate = 0.001;
+  // Compute precision (models/precision.h): "f32", or "bf16" mixed precision (bf16 matmuls and
+  // activations between them; f32 master weights, optimizer, residual stream, norms and loss).
+  std::string precision = "f32";
 
   // `source`: a preset name or a JSON file path; `sets`: "key=value" overrides (value is JSON if it
   // parses as JSON, else a string).
@@ -31,6 +36,9 @@ struct TrainConfig {
   nlohmann::json to_json() const;  // flat, as accepted by from_json
   static std::vector<std::string> preset_names();
 };
+
+// The compute dtype of a config's precision.
+DType compute_dtype(const TrainConfig& c);
 
 // nanoGPT's schedule for iteration `it` (0-based): linear warmup, cosine decay to min_lr, then flat.
 double learning_rate_at(const TrainConfig& c, int64_t it);

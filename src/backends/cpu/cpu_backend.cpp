@@ -54,19 +54,16 @@ cpu::Kernel kernel_for(OpKind op) {
     K(swiglu) K(swiglu_grad) K(rope) K(mla_qkv) K(mla_qkv_grad) K(attention_latent) K(topk_route) K(route_weights)
     K(route_weights_grad) K(moe_dispatch) K(moe_dispatch_grad) K(grouped_matmul) K(grouped_matmul_grad_w)
     K(moe_combine) K(moe_combine_grad_y) K(moe_combine_grad_w) K(seq_balance_loss) K(seq_balance_loss_grad) K(shift_tokens)
-    K(ep_dispatch) K(ep_combine) K(ep_ids)
+    K(ep_dispatch) K(ep_combine) K(ep_ids) K(cast)
 #undef K
     default: return nullptr;
   }
 }
 }  // namespace
 
-bool CpuBackend::supports(const Node& node) const {
-  // f32 compute only for now (index-producing ops output i32); bf16 kernels are a later addition.
-  if (kernel_for(node.op) == nullptr) return false;
-  return node.dtype == DType::f32 || node.op == OpKind::topk_route || node.op == OpKind::shift_tokens ||
-         node.op == OpKind::ep_ids;
-}
+// Every op in f32 and bf16 (index-producing ops output i32). bf16 matmuls have their own kernel;
+// the other ops run their f32 kernel on widened bf16 inputs (bf16.cpp).
+bool CpuBackend::supports(const Node& node) const { return kernel_for(node.op) != nullptr; }
 
 void CpuBackend::execute(const Node& node, std::span<const Tensor> inputs, const Tensor& output) {
   cpu::Kernel k = kernel_for(node.op);
@@ -74,6 +71,9 @@ void CpuBackend::execute(const Node& node, std::span<const Tensor> inputs, const
   for (const Tensor& t : inputs)
     check(t.is_contiguous(), "cpu backend: op ", op_name(node.op), " at node '", node.name,
           "' got a non-contiguous input");
+  bool bf16_io = output.dtype == DType::bf16;
+  for (const Tensor& t : inputs) bf16_io = bf16_io || t.dtype == DType::bf16;
+  if (bf16_io && node.op != OpKind::cast && node.op != OpKind::matmul) return cpu::run_widened(k, node, inputs, output);
   k(node, inputs, output);
 }
 

@@ -1,5 +1,6 @@
 // tandem's single-precision GEMM: see gemm.h for the contract.
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/gemm_util.h"
 
 #include <omp.h>
 
@@ -18,6 +19,7 @@
 
 namespace tandem::cpu {
 namespace {
+using namespace gemm_util;
 
 // C = beta * C over an M x N block (beta 0 writes zeros without reading C).
 void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
@@ -47,14 +49,6 @@ constexpr int64_t NC_MAX = 320;
 // M block: the packed A block (MC x KC, ~2.9 MB) lives in L2/L3 and is reused for every N block.
 constexpr int64_t MC_MAX = MR * 134;
 
-// Balanced block size: split n into ceil(n / max_block) blocks of (nearly) equal size, rounded up
-// to a multiple of `unit`. Depends on n only, never on the thread count.
-int64_t balanced_block(int64_t n, int64_t max_block, int64_t unit) {
-  int64_t nblocks = (n + max_block - 1) / max_block;
-  int64_t b = (n + nblocks - 1) / nblocks;
-  return (b + unit - 1) / unit * unit;
-}
-
 // ---- thread-local packing buffers (grown on demand, reused) --------------------------------------
 struct PackBuffers {
   float* a = nullptr;
@@ -75,48 +69,6 @@ struct PackBuffers {
   }
 };
 thread_local PackBuffers tl_buffers;
-
-inline __mmask16 low_mask(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
-
-// In-register transpose of a 16 x 16 block: r[i] lane c  ->  r[c] lane i.
-inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  // u[4g + j], 128-bit lane L = column 4L + j of rows 4g .. 4g + 3
-  __m512 u[16];
-  for (int g = 0; g < 4; ++g) {
-    u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  // 4 x 4 transpose of 128-bit lanes, for each j
-  for (int j = 0; j < 4; ++j) {
-    __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
-    __m512 v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);
-    __m512 v2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
-    __m512 v3 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
-    r[j] = _mm512_shuffle_f32x4(v0, v2, 0x88);
-    r[8 + j] = _mm512_shuffle_f32x4(v0, v2, 0xdd);
-    r[4 + j] = _mm512_shuffle_f32x4(v1, v3, 0x88);
-    r[12 + j] = _mm512_shuffle_f32x4(v1, v3, 0xdd);
-  }
-}
-
-// Transpose a (rows <= 16) x (cols <= 16) block of src (row stride lds) into dst (row stride ldd):
-// dst[c * ldd + i] = src[i * lds + c] for c < cols; each dst row gets `store_lanes` lanes written
-// (lanes i >= rows hold zeros).
-inline void transpose_block(const float* src, int64_t lds, int rows, int cols, float* dst, int64_t ldd,
-                            __mmask16 store_lanes) {
-  __m512 r[16];
-  const __mmask16 cm = low_mask(cols);
-  for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(cm, src + i * lds) : _mm512_setzero_ps();
-  transpose16(r);
-  for (int c = 0; c < cols; ++c) _mm512_mask_storeu_ps(dst + c * ldd, store_lanes, r[c]);
-}
 
 // ---- packing -------------------------------------------------------------------------------------
 // Packed A block: micro-panels of MR rows; panel p holds op(A)[i0 + p*MR + i, k0 + k] at

@@ -15,6 +15,10 @@ inline int32_t* i32(const Tensor& t) {
   return reinterpret_cast<int32_t*>(static_cast<char*>(t.storage->handle) + t.offset);
 }
 
+inline uint16_t* bf16(const Tensor& t) {
+  return reinterpret_cast<uint16_t*>(static_cast<char*>(t.storage->handle) + t.offset);
+}
+
 using Kernel = void (*)(const Node&, std::span<const Tensor>, const Tensor&);
 
 #define TANDEM_CPU_KERNEL(name) void name(const Node& node, std::span<const Tensor> in, const Tensor& out);
@@ -71,12 +75,19 @@ TANDEM_CPU_KERNEL(ep_dispatch)
 TANDEM_CPU_KERNEL(ep_combine)
 TANDEM_CPU_KERNEL(ep_ids)
 TANDEM_CPU_KERNEL(shift_tokens)
+TANDEM_CPU_KERNEL(cast)
 #undef TANDEM_CPU_KERNEL
 
 // The one GEMM entry point of the CPU kernels (row-major, cblas conventions). Inside an OpenMP
 // parallel region it runs on the calling thread only.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// bf16 storage (bf16.cpp): conversions split across threads, and any f32 kernel run on bf16
+// inputs / output (widened copies in, one rounding out).
+void to_bf16(const float* src, uint16_t* dst, int64_t n);
+void to_f32(const uint16_t* src, float* dst, int64_t n);
+void run_widened(Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out);
 
 // Vectorised exp over a span (glibc's libmvec under AVX-512, scalar elsewhere).
 void exp_inplace(float* x, int64_t n);

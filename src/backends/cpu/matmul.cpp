@@ -8,9 +8,12 @@
 #endif
 
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/gemm_bf16.h"
 #include "backends/cpu/gemv.h"
 #include "backends/cpu/kernels.h"
 #include "ops/matmul.h"
+
+#include <vector>
 
 namespace tandem::cpu {
 
@@ -25,8 +28,22 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 #endif
 }
 
+// bf16 operands: f32 accumulation into an f32 scratch (bgemm), rounded once into the bf16 output.
+void matmul_bf16(const MatmulDims& d, std::span<const Tensor> in, const Tensor& out) {
+  const uint16_t* A = bf16(in[0]);
+  const uint16_t* B = bf16(in[1]);
+  std::vector<float> c(static_cast<size_t>(d.m * d.n));
+  for (int64_t p = 0; p < d.batch; ++p) {
+    const uint16_t* a = A + p * d.a_rows * d.a_cols;
+    const uint16_t* b = B + (d.batched ? p * d.b_rows * d.b_cols : 0);
+    bgemm(d.trans_a, d.trans_b, d.m, d.n, d.k, a, d.a_cols, b, d.b_cols, c.data(), d.n);
+    to_bf16(c.data(), bf16(out) + p * d.m * d.n, d.m * d.n);
+  }
+}
+
 void matmul(const Node& node, std::span<const Tensor> in, const Tensor& out) {
   MatmulDims d = matmul_dims(node, in[0].shape, in[1].shape);
+  if (in[0].dtype == DType::bf16) return matmul_bf16(d, in, out);
   const float* A = f32(in[0]);
   const float* B = f32(in[1]);
   float* C = f32(out);
