@@ -10,8 +10,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd)"
 TREE="${EMU_TREE:-/tmp/tandem-cuda-emu}"
 python3 "$ROOT/src/backends/cuda/emu/mirror.py" "$ROOT" "$TREE"
+launch=()  # ccache, where installed: paths inside the mirror hash as relative ones
+if command -v ccache >/dev/null 2>&1; then
+  launch=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  export CCACHE_BASEDIR="$TREE"
+fi
 cmake -S "$TREE" -B "$TREE/build" -DCMAKE_BUILD_TYPE=Release -DTANDEM_TESTS=OFF -DTANDEM_BENCH=OFF \
-  -DTANDEM_EMU_SOURCE="$ROOT" -DEMU_ASAN="${EMU_ASAN:-0}" >/dev/null
+  -DTANDEM_EMU_SOURCE="$ROOT" -DEMU_ASAN="${EMU_ASAN:-0}" "${launch[@]}" >/dev/null
 cmake --build "$TREE/build" -j"$(nproc)" --target tandem emu_harness
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:detect_stack_use_after_return=0}"
 "$TREE/build/tandem" conform --backend cuda --dtype f32 "$@" | tail -3

@@ -11,7 +11,17 @@ import sys
 
 repo, dest = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 emu = os.path.join(repo, 'src/backends/cuda/emu')
-skip = {'.git', 'runs', '.venv', 'data', 'reference', 'emu'}
+# Skipped at the top of the repository only (src/data/ is source): the corpus, runs, environments,
+# build trees and reports; anywhere: git and Python caches; and this emulator's own directory.
+skip_top = {'runs', '.venv', 'data', 'reference', 'out', '.cache', '.device'}
+skip_any = {'.git', '__pycache__'}
+skip_path = {os.path.join('src', 'backends', 'cuda', 'emu')}
+
+
+def kept(rel, d):
+    if d in skip_any or os.path.normpath(os.path.join(rel, d)) in skip_path:
+        return False
+    return rel != '.' or not (d in skip_top or d.startswith('build') or d.startswith('gpu-check'))
 
 
 def transform(s):
@@ -24,7 +34,7 @@ def transform(s):
 wanted = set()
 for root, dirs, files in os.walk(repo):
     rel = os.path.relpath(root, repo)
-    dirs[:] = [d for d in dirs if d not in skip and not d.startswith('build') and not d.startswith('gpu-check')]
+    dirs[:] = [d for d in dirs if kept(rel, d)]
     for f in files:
         src, dst = os.path.join(root, f), os.path.normpath(os.path.join(dest, rel, f))
         data = open(src, 'rb').read()
