@@ -122,7 +122,8 @@ std::unique_ptr<Communicator> make_communicator(const std::string& kind, double 
         "' (auto, single, mpi, nccl)");
   check(timeout_s > 0, "collective timeout must be positive, got ", timeout_s);
   const WorldInfo w = discover_world();
-  if (kind == "single" || (kind == "auto" && w.size == 1)) {
+  // --comm nccl in one process started without a launcher: NCCL wraps the single communicator.
+  if (kind == "single" || (kind == "auto" && w.size == 1) || (kind == "nccl" && w.launcher == "none")) {
     check(w.size == 1, "this process is rank ", w.rank, " of ", w.size, " (", w.launcher,
           "), but the single-process communicator was requested");
     return std::make_unique<SingleCommunicator>();

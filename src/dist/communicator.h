@@ -78,7 +78,7 @@ class Communicator {
 };
 
 // kind: "auto" (MPI when the launcher started more than one process, else single), "single",
-// "mpi". timeout_s bounds every collective. Errors: MPI requested but not built in, or a
+// "mpi", "nccl" (the host communicator NCCL wraps: MPI under a launcher, else single). timeout_s bounds every collective. Errors: MPI requested but not built in, or a
 // torchrun-style world size > 1 without an MPI launcher.
 std::unique_ptr<Communicator> make_communicator(const std::string& kind, double timeout_s);
 

@@ -5,10 +5,13 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "core/error.h"
+#ifdef TANDEM_HAVE_MPI
 #include "dist/mpi_communicator.h"
+#endif
 
 namespace tandem {
 
@@ -18,16 +21,18 @@ using Clock = std::chrono::steady_clock;
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(std::unique_ptr<Communicator> mpi, double timeout_s) : mpi_(std::move(mpi)), timeout_(timeout_s) {
+  NcclCommunicator(std::unique_ptr<Communicator> host, double timeout_s) : host_(std::move(host)), timeout_(timeout_s) {
     cuda_ok(cudaGetDevice(&device_), "cudaGetDevice");
+    // Rank 0 makes the id and the host communicator shares it (with one process, MPI or not, the
+    // broadcast moves nothing: a one-rank NCCL communicator).
     ncclUniqueId id{};
-    if (mpi_->rank() == 0) nccl_ok(ncclGetUniqueId(&id), "ncclGetUniqueId");
-    mpi_->broadcast(&id, sizeof id, 0);
+    if (host_->rank() == 0) nccl_ok(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    host_->broadcast(&id, sizeof id, 0);
     // Non-blocking: every NCCL call returns at once and completion is polled, so a lost rank
     // meets the timeout instead of hanging the job.
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
-    nccl_ok(ncclCommInitRankConfig(&comm_, mpi_->size(), id, mpi_->rank(), &config), "ncclCommInitRank");
+    nccl_ok(ncclCommInitRankConfig(&comm_, host_->size(), id, host_->rank(), &config), "ncclCommInitRank");
     wait_comm("ncclCommInitRank");
     cuda_ok(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
@@ -37,8 +42,8 @@ class NcclCommunicator final : public Communicator {
   }
 
   std::string name() const override { return "nccl"; }
-  int rank() const override { return mpi_->rank(); }
-  int size() const override { return mpi_->size(); }
+  int rank() const override { return host_->rank(); }
+  int size() const override { return host_->size(); }
 
   bool works_on_device() const override { return true; }
   void all_reduce_sum_device(float* data, size_t n) override {
@@ -47,27 +52,27 @@ class NcclCommunicator final : public Communicator {
     bytes_sent_ += 2 * (size() - 1) * n * sizeof(float) / size();
   }
 
-  // Host memory: MPI.
-  void all_reduce_sum(float* data, size_t n) override { forward([&] { mpi_->all_reduce_sum(data, n); }); }
+  // Host memory: the wrapped communicator (MPI, or the single process's).
+  void all_reduce_sum(float* data, size_t n) override { forward([&] { host_->all_reduce_sum(data, n); }); }
   void ordered_sum(float* const* terms, size_t count, size_t n) override {
-    forward([&] { mpi_->ordered_sum(terms, count, n); });
+    forward([&] { host_->ordered_sum(terms, count, n); });
   }
   void reduce_scatter_sum(const float* in, float* out, size_t n) override {
-    forward([&] { mpi_->reduce_scatter_sum(in, out, n); });
+    forward([&] { host_->reduce_scatter_sum(in, out, n); });
   }
-  void all_gather(const void* in, void* out, size_t bytes) override { forward([&] { mpi_->all_gather(in, out, bytes); }); }
+  void all_gather(const void* in, void* out, size_t bytes) override { forward([&] { host_->all_gather(in, out, bytes); }); }
   void all_to_all(const void* s, const size_t* sb, void* r, const size_t* rb) override {
-    forward([&] { mpi_->all_to_all(s, sb, r, rb); });
+    forward([&] { host_->all_to_all(s, sb, r, rb); });
   }
-  void broadcast(void* data, size_t bytes, int root) override { forward([&] { mpi_->broadcast(data, bytes, root); }); }
-  void barrier() override { mpi_->barrier(); }
+  void broadcast(void* data, size_t bytes, int root) override { forward([&] { host_->broadcast(data, bytes, root); }); }
+  void barrier() override { host_->barrier(); }
 
  private:
   template <typename F>
   void forward(F&& f) {
-    const uint64_t before = mpi_->bytes_sent();
+    const uint64_t before = host_->bytes_sent();
     f();
-    bytes_sent_ += mpi_->bytes_sent() - before;
+    bytes_sent_ += host_->bytes_sent() - before;
   }
 
   void cuda_ok(cudaError_t e, const char* what) const {
@@ -75,7 +80,7 @@ class NcclCommunicator final : public Communicator {
   }
   void nccl_ok(ncclResult_t r, const char* what) const {
     if (r != ncclSuccess && r != ncclInProgress)
-      throw Error(std::string(what) + " failed on rank " + std::to_string(mpi_->rank()) + ": " + ncclGetErrorString(r));
+      throw Error(std::string(what) + " failed on rank " + std::to_string(host_->rank()) + ": " + ncclGetErrorString(r));
   }
 
   // Past the timeout: abort the NCCL communicator (unblocking the GPU) and end the job, naming
@@ -84,12 +89,17 @@ class NcclCommunicator final : public Communicator {
     std::fprintf(stderr,
                  "error: rank %d: collective %s did not complete within %.0f s (--collective-timeout): %s; ending the job\n",
                  rank(), what, timeout_,
-                 size() == 2 ? ("rank " + std::to_string(1 - rank()) + " is lost or stuck").c_str()
-                             : "another rank is lost or stuck");
+                 size() == 1   ? "a one-rank communicator: the GPU or NCCL itself is stuck"
+                 : size() == 2 ? ("rank " + std::to_string(1 - rank()) + " is lost or stuck").c_str()
+                               : "another rank is lost or stuck");
     std::fflush(stderr);
     ncclCommAbort(comm_);
     comm_ = nullptr;
+#ifdef TANDEM_HAVE_MPI
     mpi_abort_job(3);
+#else
+    std::_Exit(3);
+#endif
   }
 
   void wait_comm(const char* what) {
@@ -118,7 +128,7 @@ class NcclCommunicator final : public Communicator {
     }
   }
 
-  std::unique_ptr<Communicator> mpi_;
+  std::unique_ptr<Communicator> host_;
   double timeout_;
   int device_ = 0;
   ncclComm_t comm_ = nullptr;
@@ -127,8 +137,8 @@ class NcclCommunicator final : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> mpi, double timeout_s) {
-  return std::make_unique<NcclCommunicator>(std::move(mpi), timeout_s);
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> host, double timeout_s) {
+  return std::make_unique<NcclCommunicator>(std::move(host), timeout_s);
 }
 
 }  // namespace tandem

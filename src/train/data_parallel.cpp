@@ -220,8 +220,9 @@ double DataParallel::reduce(const std::vector<const Tensor*>& grads, double inv_
       unpack(terms_[0], grads);
       staged_ = 0;
     }
-  } else if (!single && comm_.works_on_device()) {
-    // NCCL: pack into one device buffer, reduce there, unpack; nothing visits the host.
+  } else if (comm_.works_on_device()) {
+    // NCCL: pack into one device buffer, reduce there, unpack; nothing visits the host. One rank
+    // too (--comm nccl in one process: the sum is a copy), so a single GPU exercises the path.
     if (!device_flat_.defined()) device_flat_ = Tensor::empty(backend_, {std::max<int64_t>(total_, 1)}, DType::f32);
     for (size_t i = 0; i < grads.size(); ++i)
       if (offsets_[i] >= 0)

@@ -553,7 +553,7 @@ void Trainer::run() {
 #ifdef TANDEM_HAVE_NCCL
     comm_ = make_nccl_communicator(std::move(comm_), opts_.collective_timeout);
 #else
-    check(opts_.comm != "nccl", "--comm nccl: this build has no NCCL (CMake found no CUDA toolkit with NCCL, or no MPI)");
+    check(opts_.comm != "nccl", "--comm nccl: this build has no NCCL (CMake found no CUDA toolkit, or no NCCL)");
 #endif
   }
   if (opts_.expert_parallel > 1) set_expert_parallel_communicator(comm_.get());
