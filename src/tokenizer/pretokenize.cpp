@@ -52,7 +52,8 @@ struct RegexSplitter::Code {
 
 RegexSplitter::RegexSplitter(SplitSpec spec, std::string_view where) : spec_(std::move(spec)) {
   const std::string& pattern = spec_.pattern;
-  if (spec_.literal && pattern.empty()) return;  // HF: an empty string pattern matches nothing
+  // An empty literal is compiled like any other: it matches the empty string at every character
+  // boundary, so it cuts the text into characters, as HF tokenizers 0.23 does.
   code_ = std::make_unique<Code>();
   // MULTILINE + LF newlines: ^ and $ match at every "\n", as in Oniguruma's Ruby syntax.
   pcre2_compile_context* ctx = pcre2_compile_context_create(nullptr);
@@ -77,7 +78,6 @@ RegexSplitter::RegexSplitter(SplitSpec spec, std::string_view where) : spec_(std
 RegexSplitter::~RegexSplitter() = default;
 
 void RegexSplitter::find(std::string_view text, std::vector<Match>& out) const {
-  if (!code_) return;
   pcre2_match_data* md = thread_match_data();
   const auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   // The loop of Oniguruma's find_iter (Rust `onig` crate), which HF uses: an empty match right

@@ -66,7 +66,7 @@ class RegexSplitter {
 
   SplitSpec spec_;
   struct Code;
-  std::unique_ptr<Code> code_;  // null for an empty literal, which matches nothing
+  std::unique_ptr<Code> code_;
 };
 
 // Byte offset of the first invalid UTF-8 sequence in text, or npos if it is all valid.

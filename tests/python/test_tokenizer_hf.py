@@ -148,3 +148,46 @@ def test_tokenize_errors(prepared, tandem):
 def test_prepare_rejects_bad_spec(spec, tandem, shakespeare_path, tmp_path):
     r = tandem.run("prepare", "--input", shakespeare_path, "--tokenizer", spec, "--out", tmp_path / "d")
     assert r.returncode == 1 and spec in r.stderr
+
+
+SPLIT_BEHAVIORS = ["removed", "isolated", "merged_with_previous", "merged_with_next", "contiguous"]
+
+
+@pytest.fixture(scope="module")
+def merging_bpe(shakespeare_path):
+    """A byte-level BPE trained without any Split, so its merges span punctuation and letters:
+    a pre-tokenizer that cuts the text into characters changes the ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([shakespeare_path.read_text(encoding="utf-8")[:200_000]] + ["a.b"] * 1000, trainer)
+    assert len(tok.encode("a.b").ids) == 1  # merged whole: cutting it into characters must show
+    return tok.to_str()
+
+
+@pytest.mark.parametrize("invert", [False, True])
+@pytest.mark.parametrize("behavior", SPLIT_BEHAVIORS)
+def test_split_with_empty_string_pattern_matches_hf(merging_bpe, behavior, invert, tandem, tmp_path):
+    """A Split pre-tokenizer whose pattern is {"String": ""}: HF tokenizers (0.23) matches the empty
+    string at every character boundary, so the text is cut into characters ("a.b" -> a . b; with
+    Removed + invert nothing is left). Expected ids: HF's encode of the same tokenizer.json. Exact."""
+    from tokenizers import Tokenizer, pre_tokenizers
+    tok = Tokenizer.from_str(merging_bpe)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split("", behavior, invert=invert),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    spec = json.loads(path.read_text())["pre_tokenizer"]["pretokenizers"][0]
+    assert spec["type"] == "Split" and spec["pattern"] == {"String": ""}, spec
+    hf = Tokenizer.from_file(str(path))
+    pieces = [p for p, _ in hf.pre_tokenizer.pre_tokenize_str("a.b")]
+    assert pieces == ([] if (behavior, invert) == ("removed", True) else ["a", ".", "b"]), pieces
+    for i, text in enumerate(["a.b", "a.b, said he; the king's men.", "First Citizen:\nBefore we proceed, hear me.",
+                              "中文 x\t\n  12.5%"]):
+        f = tmp_path / f"in{i}.txt"
+        f.write_bytes(text.encode("utf-8"))
+        want = hf.encode(text, add_special_tokens=False).ids
+        assert tandem_ids(tandem, path, f) == want, f"{behavior} invert={invert}: {text!r}"
