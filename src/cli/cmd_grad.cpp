@@ -20,7 +20,9 @@ void register_grad(CLI::App& app) {
   cmd->add_option("--batch", o->batch, "safetensors file with input_ids and labels, [B, T] int32/int64")->required();
   cmd->add_option("--out", o->out, "Output safetensors: logits, loss, grad.<param>, losses, experts.<layer>")->required();
   cmd->add_option("--steps", o->steps, "AdamW steps on this batch at constant learning rate")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--set", o->sets, "Optimizer setting: learning_rate, weight_decay, beta1, beta2, adam_eps, grad_clip");
+  cmd->add_option("--set", o->sets,
+                  "Optimizer setting: learning_rate, weight_decay, beta1, beta2, adam_eps, grad_clip; or "
+                  "mtp_loss_weight (DeepSeek MTP's lambda, > 0; default 0.3)");
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
   cmd->callback([o] {
     LoadedModel m = load_model(o->model, o->backend);
@@ -39,7 +41,8 @@ void register_grad(CLI::App& app) {
       auto eq = s.find('=');
       check(eq != std::string::npos, "--set '", s, "': expected key=value");
       const std::string key = s.substr(0, eq);
-      static const std::set<std::string> allowed{"learning_rate", "weight_decay", "beta1", "beta2", "adam_eps", "grad_clip"};
+      static const std::set<std::string> allowed{"learning_rate", "weight_decay", "beta1",    "beta2",
+                                                 "adam_eps",      "grad_clip",    "mtp_loss_weight"};
       check(allowed.contains(key), "--set: unknown optimizer key '", key, "'");
       try {
         cj[key] = nlohmann::json::parse(s.substr(eq + 1));
@@ -48,6 +51,12 @@ void register_grad(CLI::App& app) {
       }
     }
     const TrainConfig cfg = TrainConfig::from_json(cj, "--set");
+    if (cj.contains("mtp_loss_weight")) {
+      // The MTP modules are trainable parameters of the loaded model: a weight of 0 would leave
+      // them without a gradient path.
+      check(cfg.mtp_loss_weight > 0, "--set mtp_loss_weight: must be > 0 for grad");
+      m.model->set_mtp_loss_weight(cfg.mtp_loss_weight);
+    }
 
     TrainingProgram prog(*m.model, *m.backend, *m.params, ids_t.shape[0], ids_t.shape[1], true);
     SafetensorsFile out;
