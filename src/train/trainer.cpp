@@ -25,6 +25,7 @@
 #include "data/batch_loader.h"
 #include "data/shard.h"
 #include "io/atomic_file.h"
+#include "io/safetensors.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/data_parallel.h"
@@ -190,6 +191,7 @@ class Trainer {
   void skip_data_windows();
   ParamStore load_params(const fs::path& file) const;
   void forward_backward();
+  void dump_step(double loss, double norm, double inv_count);  // --dump-first-step
   void inject_faults(int64_t step);
   std::optional<std::string> recompute_differs(uint64_t position_before);
   ExpertLoads all_ranks_loads() const;
@@ -234,6 +236,8 @@ class Trainer {
   std::vector<Tensor> accum_;
   std::vector<const Tensor*> grads_;
   Tensor fault_grad_;  // a corrupted copy of grads_[0], for the fault-injection hooks
+  std::vector<int32_t> dump_x_, dump_y_;  // --dump-first-step: the step's micro-batches
+  bool dumped_ = false;
   std::set<int64_t> pending_nan_, pending_bitflip_;
 
   int64_t last_verified_step_ = 0;  // the last step whose recomputation matched (or the start)
@@ -314,6 +318,10 @@ void Trainer::forward_backward() {
     for (int64_t micro = 0; micro < cfg_.grad_accum; ++micro) {
       loader_->fill_rows(batches[static_cast<size_t>(micro)], static_cast<int>(piece * rows), static_cast<int>(rows),
                          x_.data(), y_.data());
+      if (!opts_.dump_first_step.empty() && !dumped_) {
+        dump_x_.insert(dump_x_.end(), x_.begin(), x_.end());
+        dump_y_.insert(dump_y_.end(), y_.begin(), y_.end());
+      }
       local_losses_.push_back(dp_->overlapping() ? prog_->run(x_, y_, [this](size_t s) { dp_->after_step(s); })
                                                  : prog_->run(x_, y_));
       const auto extra = prog_->extra_losses();
@@ -329,6 +337,26 @@ void Trainer::forward_backward() {
     for (size_t i = 0; i < grads_.size(); ++i) grads_[i] = cfg_.grad_accum > 1 ? &accum_[i] : &prog_->grad(i);
     if (pieces > 1) dp_->add_piece(grads_);
   }
+}
+
+void Trainer::dump_step(double loss, double norm, double inv_count) {
+  check(comm_->size() == 1, "--dump-first-step: one process only");
+  fs::create_directories(opts_.dump_first_step);
+  params_.to_safetensors(*model_).save(opts_.dump_first_step / "model.safetensors");
+  const int64_t T = cfg_.block_size, rows = static_cast<int64_t>(dump_x_.size()) / T;
+  SafetensorsFile out;
+  out.tensors["input_ids"] = HostTensor::i32({rows, T}, dump_x_);
+  out.tensors["labels"] = HostTensor::i32({rows, T}, dump_y_);
+  out.tensors["loss"] = HostTensor::f32({1}, {static_cast<float>(loss)});
+  out.tensors["grad_norm"] = HostTensor::f32({1}, {static_cast<float>(norm)});
+  for (size_t i = 0; i < params_.specs.size(); ++i) {
+    if (!params_.specs[i].trainable) continue;
+    std::vector<float> g = grads_[i]->to_host();
+    for (float& v : g) v = static_cast<float>(v * inv_count);
+    out.tensors["grad." + params_.specs[i].name] = HostTensor::f32(params_.specs[i].shape, g);
+  }
+  out.save(opts_.dump_first_step / "step.safetensors");
+  dumped_ = true;
 }
 
 ExpertLoads Trainer::all_ranks_loads() const {
@@ -530,6 +558,7 @@ void Trainer::run() {
 
   model_ = model_from_hf_config(cfg_.model, "config");
   model_->set_mtp_loss_weight(cfg_.mtp_loss_weight);
+  model_->set_compute_dtype(compute_dtype(cfg_));
   check(cfg_.block_size <= model_->context_length(), "config: block_size ", cfg_.block_size,
         " exceeds the model's context ", model_->context_length());
   check_vocab(train_shard_, model_->vocab_size(), tokenizer_vocab);
@@ -541,6 +570,7 @@ void Trainer::run() {
     model_io_ = std::move(model_);
     model_ = model_from_hf_config(cfg_.model, "config");
     model_->set_mtp_loss_weight(cfg_.mtp_loss_weight);
+    model_->set_compute_dtype(compute_dtype(cfg_));
     model_->set_expert_parallel(opts_.expert_parallel, comm_->rank());
   }
   const int64_t total = opts_.steps.value_or(cfg_.max_steps);
@@ -688,6 +718,7 @@ void Trainer::run() {
     const double inv_count = 1.0 / static_cast<double>(dp_->pieces() * cfg_.grad_accum);
     const double loss = dp_->mean_loss(local_losses_);
     const double norm = dp_->reduce(grads_, inv_count);
+    if (!opts_.dump_first_step.empty() && !dumped_) dump_step(loss, norm, inv_count);
     const double lr = learning_rate_at(cfg_, step - 1);
     const auto verdict = guard_->check(step, position_before, loss, norm);
     if (!verdict) {

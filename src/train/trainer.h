@@ -37,6 +37,11 @@ struct TrainOptions {
   std::vector<int64_t> inject_nan_at;          // these steps' loss and first gradient become NaN
   std::vector<int64_t> inject_bitflip_at;      // these steps' first gradient gets one bit flipped
   std::optional<uint64_t> inject_write_limit;  // checkpoint writes fail with ENOSPC after this many bytes
+  // For tests (one process): the first step this process runs, written to this directory before
+  // its update: model.safetensors (the weights) and step.safetensors (input_ids and labels of every
+  // micro-batch in order, loss, grad_norm, and grad.<param>: the step's mean gradient, as the
+  // optimizer receives it before clipping).
+  std::filesystem::path dump_first_step;
 };
 
 void train(const TrainOptions& opts);
