@@ -241,10 +241,13 @@ def test_bad_parallel_input(tandem, data, tmp_path):
 
 def test_expert_parallel_matches_single_process(tandem, data, tmp_path):
     """ds-tiny (8 routed experts, 2 MoE layers) with the experts split over 2 ranks: tokens go to
-    their experts' owners and back by all-to-all. Same routing and losses within 1e-5 of one
-    process with the same global batch; the checkpoint is a normal one (all experts)."""
+    their experts' owners and back by all-to-all. Losses within 1e-5 of one process with the same
+    global batch, and the same routing by load: for the first 5 steps, every MoE layer's per-expert
+    share of the routed tokens (eval_interval=1 logs it every step) is identical, i.e. the same
+    number of tokens chosen each expert (token-by-token choices are not compared); the checkpoint
+    is a normal one (all experts)."""
     small = ["--set", "hidden_size=64", "--set", "num_hidden_layers=3", "--set", "batch_size=8",
-             "--set", "block_size=32", "--set", "eval_steps=2", "--set", "eval_interval=10"]
+             "--set", "block_size=32", "--set", "eval_steps=2", "--set", "eval_interval=1"]
     one, ep = tmp_path / "one", tmp_path / "ep"
     tandem(*train_args(data, one, *small, steps=20, config="ds-tiny"))
     p = run(mpi(2, *train_args(data, ep, *small, "--expert-parallel", 2, steps=20, config="ds-tiny")))
@@ -255,7 +258,8 @@ def test_expert_parallel_matches_single_process(tandem, data, tmp_path):
 
     def moe(d):
         return [m["moe"] for m in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "moe" in m]
-    assert moe(one)[:5] == moe(ep)[:5], "routing differs"
+    assert all("fraction" in layer for m in moe(one)[:5] for layer in m.values())
+    assert moe(one)[:5] == moe(ep)[:5], "routing differs (per-expert token shares)"
     vals = lambda d: [m["val_loss"] for m in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "val_loss" in m]
     assert max(abs(x - y) for x, y in zip(vals(one), vals(ep))) <= 1e-5
     # Every expert is in the checkpoint: one process evaluates it and resumes it.
