@@ -1,0 +1,180 @@
+// bf16: the one conversion routine (core/dtype.h) and the bf16 GEMM (backends/cpu/gemm_bf16.h).
+//  - Conversion against an independent definition of round-to-nearest-even written with double
+//    arithmetic (the two bf16 neighbours of x and the distance to each), over every bf16 value with
+//    every interesting low half, f32 edge cases (ties, +-0, +-inf, NaN payloads, subnormals, the
+//    overflow boundary), and a strided sweep of all 2^32 f32 bit patterns; the bulk (vectorised)
+//    routines must give the scalar routine's bits.
+//  - bgemm against a float64 product of the same bf16 values: all four transpose combinations,
+//    odd and even K (the vectorised and scalar packing paths), micro-tile and cache-block edges,
+//    leading dimensions larger than the minimum, thread-count independence. Bound per element:
+//    1e-6 * sqrt(K) * sum_k |a_ik b_kj| (the products are exact in f32; only f32 accumulation rounds).
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <array>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "backends/cpu/gemm_bf16.h"
+#include "core/dtype.h"
+
+namespace {
+
+using tandem::bf16_to_f32;
+using tandem::f32_to_bf16;
+
+float bits_f32(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+uint32_t f32_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+// Round-to-nearest-even to bf16 from the definition: the truncation t (toward zero) and the next
+// bf16 away from zero; pick the nearer in exact double arithmetic, the even one on a tie.
+uint16_t rne_reference(float x) {
+  const uint32_t u = f32_bits(x);
+  if (std::isnan(x)) return static_cast<uint16_t>((u >> 16) | 0x40);
+  const uint16_t t = static_cast<uint16_t>(u >> 16);
+  if ((u & 0xffff) == 0) return t;
+  const uint16_t up = static_cast<uint16_t>(t + 1);  // next magnitude (may become inf: that is RNE's overflow)
+  const double dx = std::fabs(static_cast<double>(x));
+  const double dt = std::fabs(static_cast<double>(bf16_to_f32(t)));
+  const double du = std::isinf(bf16_to_f32(up)) ? std::ldexp(1.0, 128) : std::fabs(static_cast<double>(bf16_to_f32(up)));
+  const double lo = dx - dt, hi = du - dx;
+  if (lo < hi) return t;
+  if (hi < lo) return up;
+  return (t & 1) ? up : t;
+}
+
+void expect_converts(float x) {
+  const uint16_t want = rne_reference(x);
+  ASSERT_EQ(f32_to_bf16(x), want) << "x bits 0x" << std::hex << f32_bits(x);
+}
+
+TEST(Bf16Convert, EveryBf16ValueWithEveryInterestingLowHalf) {
+  const uint32_t lows[] = {0x0000, 0x0001, 0x7fff, 0x8000, 0x8001, 0xffff, 0x4000, 0xc000};
+  for (uint32_t h = 0; h < 65536; ++h) {
+    // bf16 -> f32 is exact: the bits are the high half.
+    ASSERT_EQ(f32_bits(bf16_to_f32(static_cast<uint16_t>(h))), h << 16);
+    for (uint32_t lo : lows) expect_converts(bits_f32((h << 16) | lo));
+  }
+}
+
+TEST(Bf16Convert, EdgeCases) {
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(f32_to_bf16(0.0f), 0x0000);
+  EXPECT_EQ(f32_to_bf16(-0.0f), 0x8000);
+  EXPECT_EQ(f32_to_bf16(inf), 0x7f80);
+  EXPECT_EQ(f32_to_bf16(-inf), 0xff80);
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  // Ties: 1 + 2^-8 is halfway between 1 and 1 + 2^-7: to even (1.0); 1 + 3*2^-8 rounds up to even.
+  EXPECT_EQ(f32_to_bf16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);
+  EXPECT_EQ(f32_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3f82);
+  // The largest finite f32 rounds to inf; the largest finite bf16 stays.
+  EXPECT_EQ(f32_to_bf16(std::numeric_limits<float>::max()), 0x7f80);
+  EXPECT_EQ(f32_to_bf16(bf16_to_f32(0x7f7f)), 0x7f7f);
+  // NaNs stay NaN, quiet, sign kept (a signalling NaN whose payload sits in the low half too).
+  for (uint32_t nan : {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff800001u, 0x7fbfffffu}) {
+    const uint16_t h = f32_to_bf16(bits_f32(nan));
+    EXPECT_TRUE(std::isnan(bf16_to_f32(h))) << std::hex << nan;
+    EXPECT_EQ(h & 0x40, 0x40);
+    EXPECT_EQ(h & 0x8000, (nan >> 16) & 0x8000);
+  }
+  // Subnormals round like any value (nothing flushed here).
+  EXPECT_EQ(f32_to_bf16(bits_f32(0x00010000)), 0x0001);
+  EXPECT_EQ(f32_to_bf16(bits_f32(0x00018000)), 0x0002);  // tie -> even
+  EXPECT_EQ(f32_to_bf16(bits_f32(0x00008000)), 0x0000);  // tie -> even (zero)
+  EXPECT_EQ(f32_to_bf16(bits_f32(0x00008001)), 0x0001);
+}
+
+TEST(Bf16Convert, StridedSweepOfAllF32AndBulkEqualsScalar) {
+  std::vector<float> xs;
+  for (uint64_t u = 0; u < (uint64_t{1} << 32); u += 65521) xs.push_back(bits_f32(static_cast<uint32_t>(u)));
+  for (uint32_t u : {0x7f800000u, 0x7fc00000u, 0x7f7fffffu, 0x00000001u, 0x807fffffu}) xs.push_back(bits_f32(u));
+  std::vector<uint16_t> bulk(xs.size());
+  tandem::f32_to_bf16(xs.data(), bulk.data(), xs.size());
+  std::vector<float> back(xs.size());
+  tandem::bf16_to_f32(bulk.data(), back.data(), xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    ASSERT_EQ(bulk[i], rne_reference(xs[i])) << "bits 0x" << std::hex << f32_bits(xs[i]);
+    ASSERT_EQ(f32_bits(back[i]), static_cast<uint32_t>(bulk[i]) << 16);
+  }
+}
+
+struct GemmCase {
+  bool ta, tb;
+  int64_t M, N, K, pad = 0;
+};
+
+void check_bgemm(const GemmCase& c, int threads = 0) {
+  std::mt19937 rng(static_cast<uint32_t>(c.M * 131 + c.N * 7 + c.K));
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  const int64_t a_rows = c.ta ? c.K : c.M, a_cols = (c.ta ? c.M : c.K), lda = a_cols + c.pad;
+  const int64_t b_rows = c.tb ? c.N : c.K, b_cols = (c.tb ? c.K : c.N), ldb = b_cols + c.pad, ldc = c.N + c.pad;
+  std::vector<uint16_t> A(static_cast<size_t>(a_rows * lda), 0x7fc0), B(static_cast<size_t>(b_rows * ldb), 0x7fc0);
+  for (int64_t i = 0; i < a_rows; ++i)
+    for (int64_t j = 0; j < a_cols; ++j) A[i * lda + j] = f32_to_bf16(d(rng));
+  for (int64_t i = 0; i < b_rows; ++i)
+    for (int64_t j = 0; j < b_cols; ++j) B[i * ldb + j] = f32_to_bf16(d(rng));
+  std::vector<float> C(static_cast<size_t>(c.M * ldc), std::numeric_limits<float>::quiet_NaN());
+  const int saved = omp_get_max_threads();
+  if (threads) omp_set_num_threads(threads);
+  tandem::cpu::bgemm(c.ta, c.tb, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, C.data(), ldc);
+  omp_set_num_threads(saved);
+  for (int64_t i = 0; i < c.M; ++i)
+    for (int64_t j = 0; j < c.N; ++j) {
+      double want = 0, mag = 0;
+      for (int64_t k = 0; k < c.K; ++k) {
+        const double a = bf16_to_f32(c.ta ? A[k * lda + i] : A[i * lda + k]);
+        const double b = bf16_to_f32(c.tb ? B[j * ldb + k] : B[k * ldb + j]);
+        want += a * b;
+        mag += std::fabs(a * b);
+      }
+      const double got = C[i * ldc + j];
+      ASSERT_LE(std::fabs(got - want), 1e-6 * std::sqrt(static_cast<double>(c.K)) * mag + 1e-30)
+          << "ta " << c.ta << " tb " << c.tb << " M " << c.M << " N " << c.N << " K " << c.K << " at (" << i << ", " << j
+          << ")";
+    }
+}
+
+TEST(Bgemm, AllFlagCombosOddAndEvenK) {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (auto [M, N, K] : {std::array<int64_t, 3>{1, 1, 1}, {14, 32, 2}, {15, 33, 3}, {29, 47, 64}, {45, 70, 65},
+                             {3, 100, 130}, {100, 3, 31}})
+        check_bgemm({ta, tb, M, N, K});
+}
+
+TEST(Bgemm, CacheBlocksAndLeadingDimensions) {
+  check_bgemm({false, false, 300, 400, 1100});  // K blocks of 512, N blocks of 384, M strips
+  check_bgemm({false, true, 70, 90, 1030, 6});
+  check_bgemm({true, false, 33, 65, 514, 2});
+  check_bgemm({true, true, 17, 40, 257, 3});
+}
+
+TEST(Bgemm, ThreadCountDoesNotChangeBits) {
+  const int64_t M = 90, N = 130, K = 600;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<uint16_t> A(M * K), B(K * N);
+  for (auto& v : A) v = f32_to_bf16(d(rng));
+  for (auto& v : B) v = f32_to_bf16(d(rng));
+  std::vector<float> C1(M * N), C2(M * N);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  tandem::cpu::bgemm(false, true, M, N, K, A.data(), K, B.data(), K, C1.data(), N);
+  omp_set_num_threads(2);
+  tandem::cpu::bgemm(false, true, M, N, K, A.data(), K, B.data(), K, C2.data(), N);
+  omp_set_num_threads(saved);
+  EXPECT_EQ(0, std::memcmp(C1.data(), C2.data(), C1.size() * 4));
+}
+
+}  // namespace

@@ -1,0 +1,113 @@
+"""bf16 mixed-precision training (--precision bf16), against f32 training as the reference.
+
+What is checked, with its bound:
+- same seed and data: the first step's loss in bf16 within 2e-3 relative of f32's (baby-gpt and a
+  small DeepSeek-V3 with MLA, MoE and MTP), and baby-gpt's validation loss after 200 steps within 1%;
+- determinism: two bf16 runs give bit-identical losses, and a run stopped and resumed from its
+  checkpoint equals the uninterrupted run bit for bit (losses and the saved f32 master weights);
+- checkpoints keep the f32 master: the saved weights are f32 and not all bf16-representable.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+BABY_SMALL = ["--set", "batch_size=8", "--set", "eval_interval=100", "--set", "eval_steps=4"]
+DS_SMALL = ["--set", "num_hidden_layers=2", "--set", "batch_size=4", "--set", "block_size=32",
+            "--set", "eval_interval=1000", "--set", "eval_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def char_data(tandem, tmp_path_factory, shakespeare_path):
+    out = tmp_path_factory.mktemp("bf16") / "shk"
+    tandem("prepare", "--input", shakespeare_path, "--tokenizer", "char", "--out", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bpe_data(tandem, tmp_path_factory, shakespeare_path):
+    out = tmp_path_factory.mktemp("bf16") / "bpe"
+    tandem("prepare", "--input", shakespeare_path, "--tokenizer", "bpe:512", "--out", out)
+    return out
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+            if line.strip() and "event" not in json.loads(line)]
+
+
+def losses(run: Path) -> list[float]:
+    return [m["loss"] for m in metrics(run) if "loss" in m]
+
+
+def train(tandem, data, out, precision, steps, *extra, config="baby-gpt"):
+    tandem("train", "--config", config, "--data", data, "--out", out, "--steps", str(steps),
+           "--precision", precision, *extra)
+    return out
+
+
+@pytest.fixture(scope="module")
+def baby_runs(tandem, char_data, tmp_path_factory):
+    d = tmp_path_factory.mktemp("bf16-runs")
+    return {p: train(tandem, char_data, d / p, p, 200, *BABY_SMALL) for p in ("f32", "bf16")}
+
+
+def test_first_step_loss_matches_f32(baby_runs):
+    f32, bf16 = losses(baby_runs["f32"])[0], losses(baby_runs["bf16"])[0]
+    assert abs(bf16 - f32) / f32 <= 2e-3, (f32, bf16)
+
+
+def test_validation_loss_after_200_steps_within_1_percent(baby_runs):
+    def val(run):
+        return [m["val_loss"] for m in metrics(run) if "val_loss" in m][-1]
+    f32, bf16 = val(baby_runs["f32"]), val(baby_runs["bf16"])
+    assert abs(bf16 - f32) / f32 <= 0.01, (f32, bf16)
+    assert bf16 < 0.8 * losses(baby_runs["bf16"])[0], "bf16 training did not learn"
+
+
+def test_checkpoint_holds_the_f32_master(baby_runs):
+    ckpt = sorted((baby_runs["bf16"] / "checkpoints").glob("step_*"))[-1]
+    weights = load_file(str(ckpt / "model.safetensors"))
+    w = weights["transformer.h.0.mlp.c_fc.weight"]
+    assert w.dtype == np.float32
+    # a bf16 value has 16 zero low bits; trained f32 masters almost never do
+    low = (w.view(np.uint32) & 0xFFFF) != 0
+    assert low.mean() > 0.9
+
+
+def test_bf16_is_deterministic_and_resumes_bit_exactly(tandem, char_data, tmp_path):
+    a = train(tandem, char_data, tmp_path / "a", "bf16", 12, *BABY_SMALL, "--checkpoint-every", "6")
+    b = train(tandem, char_data, tmp_path / "b", "bf16", 12, *BABY_SMALL)
+    assert losses(a) == losses(b)
+    c = train(tandem, char_data, tmp_path / "c", "bf16", 6, *BABY_SMALL, "--checkpoint-every", "6")
+    tandem("train", "--config", "baby-gpt", "--data", char_data, "--out", c, "--steps", "12",
+           "--precision", "bf16", *BABY_SMALL, "--resume")
+    assert losses(c) == losses(a)
+    wa = load_file(str(a / "checkpoints" / "step_12" / "model.safetensors"))
+    wc = load_file(str(c / "checkpoints" / "step_12" / "model.safetensors"))
+    for k in wa:
+        assert np.array_equal(wa[k], wc[k]), k
+
+
+def test_resume_refuses_a_precision_change(tandem, char_data, tmp_path):
+    run = train(tandem, char_data, tmp_path / "r", "f32", 3, *BABY_SMALL)
+    r = tandem.run("train", "--config", "baby-gpt", "--data", char_data, "--out", run, "--steps", "6",
+                   "--precision", "bf16", *BABY_SMALL, "--resume")
+    assert r.returncode != 0 and "precision" in r.stderr, r.describe()
+
+
+def test_deepseek_first_step_loss_matches_f32(tandem, bpe_data, tmp_path):
+    runs = {p: train(tandem, bpe_data, tmp_path / p, p, 2, *DS_SMALL, config="ds-tiny") for p in ("f32", "bf16")}
+    f32, bf16 = metrics(runs["f32"])[0], metrics(runs["bf16"])[0]
+    assert abs(bf16["loss"] - f32["loss"]) / f32["loss"] <= 2e-3, (f32, bf16)
+    assert abs(bf16["mtp_loss"] - f32["mtp_loss"]) / f32["mtp_loss"] <= 2e-3, (f32, bf16)
+
+
+def test_bad_precision_is_a_clear_error(tandem, char_data, tmp_path):
+    r = tandem.run("train", "--config", "baby-gpt", "--data", char_data, "--out", tmp_path / "x",
+                   "--set", "precision=fp8")
+    assert r.returncode != 0 and "precision 'fp8'" in r.stderr, r.describe()
