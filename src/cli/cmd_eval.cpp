@@ -12,6 +12,7 @@ namespace tandem::cli {
 void register_eval(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Validation loss and perplexity of a model on a data directory");
   struct Opts {
+    std::string weights;
     std::string model, data, backend = "cpu", split = "val";
     int64_t block = 0, batch = 8, max_batches = 0;
   };
@@ -23,8 +24,9 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--batch", o->batch, "Sequences per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--max-batches", o->max_batches, "Stop after this many batches (0: the whole split)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
+  add_weights_option(cmd, o->weights);
   cmd->callback([o] {
-    LoadedModel m = load_model(o->model, o->backend);
+    LoadedModel m = load_model(o->model, o->backend, o->weights);
     const Tokenizer& tok = require_tokenizer(m);
     const TokenShard shard = read_shard(std::filesystem::path(o->data) / (o->split + ".bin"));
     check(static_cast<int64_t>(shard.vocab_size) == tok.vocab_size(), shard.path.string(), ": written for a vocabulary of ",

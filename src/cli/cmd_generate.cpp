@@ -14,6 +14,7 @@ namespace tandem::cli {
 void register_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Continue a prompt with a trained model (KV-cached decoding)");
   struct Opts {
+    std::string weights;
     std::string model, prompt, backend = "cpu";
     int max_tokens = 200;
     bool stats = false;
@@ -28,11 +29,12 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->s.top_p, "Nucleus sampling mass (1: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o->s.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
+  add_weights_option(cmd, o->weights);
   cmd->add_flag("--stats", o->stats,
                 "Print timings as one JSON line on stderr: prompt tokens and prefill time (to the first token), "
                 "decoded tokens and their rate (first to last token)");
   cmd->callback([o] {
-    LoadedModel m = load_model(o->model, o->backend);
+    LoadedModel m = load_model(o->model, o->backend, o->weights);
     const Tokenizer& tok = require_tokenizer(m);
     std::vector<int32_t> prompt;
     try {

@@ -25,7 +25,7 @@ void register_grad(CLI::App& app) {
                   "mtp_loss_weight (DeepSeek MTP's lambda, > 0; default 0.3)");
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
   cmd->callback([o] {
-    LoadedModel m = load_model(o->model, o->backend);
+    LoadedModel m = load_model(o->model, o->backend, "f32");  // gradients of the f32 master, whatever the file stores
     const SafetensorsFile batch = SafetensorsFile::load(o->batch);
     const HostTensor& ids_t = batch.at("input_ids", o->batch);
     const HostTensor& lab_t = batch.at("labels", o->batch);

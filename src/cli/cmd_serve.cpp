@@ -22,6 +22,7 @@ void register_serve(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "serve", "OpenAI-compatible HTTP server (streaming, continuous batching) with a chat page at /");
   struct Opts {
+    std::string weights;
     std::string model, backend = "cpu", host = "127.0.0.1", name;
     int port = 8080, max_batch = 8, max_queue = 64;
     int64_t max_context = 0;
@@ -30,6 +31,7 @@ void register_serve(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   cmd->add_option("--model", o->model, "Checkpoint directory, or a run directory (its newest checkpoint)")->required();
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
+  add_weights_option(cmd, o->weights);
   cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o->port, "Port to listen on (0: any free port)")->capture_default_str()->check(CLI::Range(0, 65535));
   cmd->add_option("--max-batch", o->max_batch, "KV-cache slots: sequences decoded together")->capture_default_str()->check(CLI::Range(1, 1024));
@@ -48,7 +50,7 @@ void register_serve(CLI::App& app) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
-    LoadedModel m = load_model(o->model, o->backend);
+    LoadedModel m = load_model(o->model, o->backend, o->weights);
     const Tokenizer& tok = require_tokenizer(m);
     serve::ChatTemplate tmpl = serve::ChatTemplate::load(m.dir);
     serve::BatchEngine engine(*m.model, *m.backend, *m.params, tok, {o->max_batch, o->max_context, o->max_queue});

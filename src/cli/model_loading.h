@@ -4,6 +4,9 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
 
 #include "models/params.h"
 #include "tokenizer/tokenizer.h"
@@ -20,7 +23,12 @@ struct LoadedModel {
 
 // `path`: a model/checkpoint directory, or a run directory (its newest checkpoint). The checkpoint
 // is verified when it has a manifest.
-LoadedModel load_model(const std::filesystem::path& path, const std::string& backend);
+// `weights`: the dtype the weight matrices are used in, "f32" or "bf16" (computing in bf16 mixed
+// precision, models/precision.h); "" takes what the file stores.
+LoadedModel load_model(const std::filesystem::path& path, const std::string& backend, const std::string& weights = "");
+
+// Adds --weights to a command (generate, eval, serve).
+void add_weights_option(CLI::App* cmd, std::string& weights);
 
 // Requires a tokenizer and checks that its vocabulary fits the model.
 const Tokenizer& require_tokenizer(const LoadedModel& m);

@@ -25,8 +25,8 @@ Tensor Tensor::zeros(Backend& backend, const Shape& shape, DType dtype) {
   return t;
 }
 
-Tensor Tensor::from_host(Backend& backend, const Shape& shape, std::span<const float> data) {
-  Tensor t = empty(backend, shape, DType::f32);
+Tensor Tensor::from_host(Backend& backend, const Shape& shape, std::span<const float> data, DType dtype) {
+  Tensor t = empty(backend, shape, dtype);
   t.copy_from_host(data);
   return t;
 }
@@ -47,9 +47,15 @@ Tensor Tensor::reshaped(const Shape& new_shape) const {
 }
 
 std::vector<float> Tensor::to_host() const {
-  check(dtype == DType::f32 && is_contiguous(), "to_host: needs a contiguous f32 tensor");
+  check(is_float(dtype) && is_contiguous(), "to_host: needs a contiguous f32 or bf16 tensor");
   std::vector<float> out(static_cast<size_t>(numel()));
-  backend().download(out.data(), storage->handle, offset, nbytes());
+  if (dtype == DType::f32) {
+    backend().download(out.data(), storage->handle, offset, nbytes());
+  } else {
+    std::vector<uint16_t> h(out.size());
+    backend().download(h.data(), storage->handle, offset, nbytes());
+    bf16_to_f32(h.data(), out.data(), h.size());
+  }
   return out;
 }
 
@@ -61,9 +67,12 @@ std::vector<int32_t> Tensor::to_host_i32() const {
 }
 
 void Tensor::copy_from_host(std::span<const float> data) {
-  check(dtype == DType::f32 && static_cast<int64_t>(data.size()) == numel() && is_contiguous(),
-        "copy_from_host: ", data.size(), " floats into tensor ", shape_str(shape));
-  backend().upload(storage->handle, offset, data.data(), nbytes());
+  check(is_float(dtype) && static_cast<int64_t>(data.size()) == numel() && is_contiguous(),
+        "copy_from_host: ", data.size(), " floats into tensor ", shape_str(shape), " ", dtype_name(dtype));
+  if (dtype == DType::f32) return backend().upload(storage->handle, offset, data.data(), nbytes());
+  std::vector<uint16_t> h(data.size());
+  f32_to_bf16(data.data(), h.data(), h.size());
+  backend().upload(storage->handle, offset, h.data(), nbytes());
 }
 
 void Tensor::copy_from_host_i32(std::span<const int32_t> data) {

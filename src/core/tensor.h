@@ -34,7 +34,8 @@ struct Tensor {
 
   static Tensor empty(Backend& backend, const Shape& shape, DType dtype);  // uninitialised
   static Tensor zeros(Backend& backend, const Shape& shape, DType dtype);
-  static Tensor from_host(Backend& backend, const Shape& shape, std::span<const float> data);
+  // f32 values stored as `dtype` (bf16: rounded by the one conversion routine, core/dtype.h).
+  static Tensor from_host(Backend& backend, const Shape& shape, std::span<const float> data, DType dtype = DType::f32);
   static Tensor from_host_i32(Backend& backend, const Shape& shape, std::span<const int32_t> data);
 
   bool defined() const { return storage != nullptr; }
@@ -46,7 +47,7 @@ struct Tensor {
   // A view of the same memory with another shape (the tensor must be contiguous).
   Tensor reshaped(const Shape& new_shape) const;
 
-  // Host copies (synchronous). Only contiguous tensors.
+  // Host copies (synchronous). Only contiguous tensors. to_host widens bf16 (exactly).
   std::vector<float> to_host() const;
   std::vector<int32_t> to_host_i32() const;
   void copy_from_host(std::span<const float> data);

@@ -45,6 +45,12 @@ HostTensor HostTensor::f32(Shape shape, const std::vector<float>& data) {
   return t;
 }
 
+HostTensor HostTensor::bf16(Shape shape, const std::vector<float>& data) {
+  HostTensor t{"BF16", std::move(shape), std::vector<char>(data.size() * 2)};
+  f32_to_bf16(data.data(), reinterpret_cast<uint16_t*>(t.bytes.data()), data.size());
+  return t;
+}
+
 HostTensor HostTensor::i32(Shape shape, const std::vector<int32_t>& data) {
   HostTensor t{"I32", std::move(shape), std::vector<char>(data.size() * 4)};
   std::memcpy(t.bytes.data(), data.data(), t.bytes.size());

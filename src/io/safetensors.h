@@ -18,6 +18,7 @@ struct HostTensor {
 
   static HostTensor f32(Shape shape, const std::vector<float>& data);
   static HostTensor i32(Shape shape, const std::vector<int32_t>& data);
+  static HostTensor bf16(Shape shape, const std::vector<float>& data);  // rounded to nearest even
   // Converting reads (F32/BF16/F16 to float; I32/I64 to int32). Errors name `what`.
   std::vector<float> to_f32(const std::string& what) const;
   std::vector<int32_t> to_i32(const std::string& what) const;

@@ -27,7 +27,20 @@ ParamStore ParamStore::init(const Model& model, Backend& backend, uint64_t seed)
 }
 
 ParamStore ParamStore::load(const Model& model, Backend& backend, const std::filesystem::path& file) {
-  SafetensorsFile st = SafetensorsFile::load(file);
+  return load(model, backend, SafetensorsFile::load(file), file);
+}
+
+DType ParamStore::stored_matrix_dtype(const SafetensorsFile& st) {
+  bool any = false, all_bf16 = true;
+  for (const auto& [name, t] : st.tensors)
+    if (t.shape.size() >= 2 && (t.dtype == "F32" || t.dtype == "BF16" || t.dtype == "F16")) {
+      any = true;
+      all_bf16 = all_bf16 && t.dtype == "BF16";
+    }
+  return any && all_bf16 ? DType::bf16 : DType::f32;
+}
+
+ParamStore ParamStore::load(const Model& model, Backend& backend, SafetensorsFile st, const std::filesystem::path& file) {
   model.from_checkpoint_layout(st.tensors);
   std::map<std::string, const HostTensor*> found;
   for (const auto& [name, t] : st.tensors) {
@@ -43,7 +56,8 @@ ParamStore ParamStore::load(const Model& model, Backend& backend, const std::fil
     check(it != found.end(), file.string(), ": missing tensor '", spec.name, "'");
     check(it->second->shape == spec.shape, file.string(), ": tensor '", spec.name, "' has shape ",
           shape_str(it->second->shape), ", the model's config needs ", shape_str(spec.shape));
-    s.tensors.push_back(Tensor::from_host(backend, spec.shape, it->second->to_f32(file.string() + ": " + spec.name)));
+    s.tensors.push_back(
+        Tensor::from_host(backend, spec.shape, it->second->to_f32(file.string() + ": " + spec.name), model.param_dtype(spec)));
   }
   for (const auto& [name, t] : found)
     check(known.contains(name), file.string(), ": unexpected tensor '", name, "' for a ", model.type(), " model");

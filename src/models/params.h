@@ -18,7 +18,12 @@ struct ParamStore {
   static ParamStore init(const Model& model, Backend& backend, uint64_t seed);
   // Weights from a safetensors file: every parameter must be present with its shape; tensors the
   // model maps to "" are ignored; anything else unknown is an error naming the file and tensor.
+  // F32, BF16 and F16 files are read; each parameter is stored in model.param_dtype(spec).
   static ParamStore load(const Model& model, Backend& backend, const std::filesystem::path& file);
+  static ParamStore load(const Model& model, Backend& backend, SafetensorsFile st, const std::filesystem::path& file);
+  // The dtype a file stores its matrices in: bf16 when every float tensor of rank >= 2 is BF16,
+  // else f32 (what serving uses when --weights is not given).
+  static DType stored_matrix_dtype(const SafetensorsFile& st);
   // The checkpoint file's tensors (the model's checkpoint layout, HF names).
   SafetensorsFile to_safetensors(const Model& model) const;
 

@@ -111,3 +111,57 @@ def test_bad_precision_is_a_clear_error(tandem, char_data, tmp_path):
     r = tandem.run("train", "--config", "baby-gpt", "--data", char_data, "--out", tmp_path / "x",
                    "--set", "precision=fp8")
     assert r.returncode != 0 and "precision 'fp8'" in r.stderr, r.describe()
+
+
+# --- serving and interchange in bf16 ---------------------------------------------------------------
+
+def eval_loss(tandem, model, data, *extra):
+    out = tandem("eval", "--model", model, "--data", data, "--max-batches", "4", "--block", "64", *extra).stdout
+    return float(out.split()[1])
+
+
+def test_weights_bf16_eval_and_greedy_decoding_match_f32(tandem, baby_runs, char_data):
+    run = baby_runs["f32"]
+    f32, bf16 = eval_loss(tandem, run, char_data), eval_loss(tandem, run, char_data, "--weights", "bf16")
+    assert bf16 != f32, "bf16 weights changed nothing: not in effect"
+    assert abs(bf16 - f32) / f32 <= 2e-3, (f32, bf16)
+
+    def greedy(*extra):
+        return tandem("generate", "--model", run, "--prompt", "ROMEO:", "--max-tokens", "24", "--temperature", "0",
+                      *extra).stdout
+    a, b = greedy(), greedy("--weights", "bf16")
+    # near-ties may flip late tokens; the first 12 characters must agree
+    assert a[:18] == b[:18], (a, b)
+
+
+def test_export_bf16_loads_in_transformers_and_reimports(tandem, baby_runs, tmp_path):
+    import torch
+    from transformers import GPT2LMHeadModel
+    ckpt = sorted((baby_runs["f32"] / "checkpoints").glob("step_*"))[-1]
+    out = tmp_path / "hf-bf16"
+    tandem("export", "--model", ckpt, "--format", "hf", "--dtype", "bf16", "--out", out)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["torch_dtype"] == "bfloat16"
+    from safetensors.torch import load_file as load_torch  # numpy has no bf16
+    st = load_torch(str(out / "model.safetensors"))
+    assert all(t.dtype == torch.bfloat16 for t in st.values()), {k: t.dtype for k, t in st.items()}
+    master = load_torch(str(ckpt / "model.safetensors"))
+    for k, t in st.items():  # torch's own f32 -> bf16 rounding (RNE) is the reference
+        assert torch.equal(t, master[k].to(torch.bfloat16)), k
+    model = GPT2LMHeadModel.from_pretrained(str(out), torch_dtype=torch.float32).eval()
+    ids = torch.tensor([[1, 5, 9, 20, 33, 2, 7, 11]])
+    with torch.no_grad():
+        want = model(ids).logits[0].numpy()
+    # tandem on the bf16 file, computing in bf16 (as stored) vs f32
+    batch = tmp_path / "batch.safetensors"
+    from safetensors.numpy import save_file
+    save_file({"input_ids": ids.numpy().astype(np.int32), "labels": ids.numpy().astype(np.int32)}, str(batch))
+    tandem("grad", "--model", out, "--batch", batch, "--out", tmp_path / "g.safetensors")
+    got = load_file(str(tmp_path / "g.safetensors"))["logits"][0]
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) <= 1e-4
+    # import brings the bf16 file back into an f32 master holding exactly the bf16 values
+    back = tmp_path / "reimported"
+    tandem("import", "--from", out, "--out", back)
+    re = load_torch(str(back / "model.safetensors"))
+    for k, t in st.items():
+        assert re[k].dtype == torch.float32 and torch.equal(re[k], t.float()), k

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/dtype.h"
+
 #ifdef __AVX512F__
 #include <immintrin.h>
 // GCC 12 flags _mm512_undefined_ps() (self-initialised by design) inside _mm512_reduce_add_ps as
@@ -40,24 +42,35 @@ int64_t round_up(int64_t x, int64_t unit) { return (x + unit - 1) / unit * unit;
 
 inline __mmask16 first_lanes(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
 
+// 16 weights as f32 lanes: f32 as they are, bf16 widened exactly (the bits shifted up).
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline __m512 load16(__mmask16 m, const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
 // Asks for the cache line at column c of the R rows that follow rows[0..R) (the next pass) into
 // L2 while this pass streams its own: the hardware prefetchers alone, following R interleaved
 // streams, left the skinny GEMM at 72-86% of a plain read of the same weights; with this, 98-105%
 // (bench_gemv.sh, alternating runs). Prefetching past the end of B is harmless (no fault).
-template <int R>
-inline void prefetch_next_rows(const float* const* rows, int64_t ld, int64_t c) {
+template <int R, typename W>
+inline void prefetch_next_rows(const W* const* rows, int64_t ld, int64_t c) {
   for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(rows[r] + R * ld + c), _MM_HINT_T1);
 }
 
 // trans_b false: for R rows of B (k0..k0+R-1) and columns [c0, c1) of all M rows of C,
 // y[m, j] = fma(A[m, k0+R-1], B[k0+R-1, j], ... fma(A[m, k0], B[k0, j], y[m, j])): the element's
 // FMA chain continues over k ascending, with y loaded and stored once per R FMAs.
-template <int R>
-void nn_pass(int64_t M, int64_t k0, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+template <int R, typename W>
+void nn_pass(int64_t M, int64_t k0, const float* A, int64_t lda, const W* B, int64_t ldb, float* C, int64_t ldc,
              int64_t c0, int64_t c1, bool first) {
   const int64_t full_end = c0 + (c1 - c0) / 16 * 16;
   const __mmask16 tail = first_lanes(c1 - full_end);
-  const float* w[R];
+  const W* w[R];
   for (int r = 0; r < R; ++r) w[r] = B + (k0 + r) * ldb;
   for (int64_t m = 0; m < M; ++m) {
     __m512 a[R];
@@ -67,12 +80,12 @@ void nn_pass(int64_t M, int64_t k0, const float* A, int64_t lda, const float* B,
     for (; j < full_end; j += 16) {
       if (m == 0) prefetch_next_rows<R>(w, ldb, j);
       __m512 acc = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y + j);
-      for (int r = 0; r < R; ++r) acc = _mm512_fmadd_ps(a[r], _mm512_loadu_ps(w[r] + j), acc);
+      for (int r = 0; r < R; ++r) acc = _mm512_fmadd_ps(a[r], load16(w[r] + j), acc);
       _mm512_storeu_ps(y + j, acc);
     }
     if (tail) {
       __m512 acc = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(tail, y + j);
-      for (int r = 0; r < R; ++r) acc = _mm512_fmadd_ps(a[r], _mm512_maskz_loadu_ps(tail, w[r] + j), acc);
+      for (int r = 0; r < R; ++r) acc = _mm512_fmadd_ps(a[r], load16(tail, w[r] + j), acc);
       _mm512_mask_storeu_ps(y + j, tail, acc);
     }
   }
@@ -82,12 +95,13 @@ void nn_pass(int64_t M, int64_t k0, const float* A, int64_t lda, const float* B,
 // A[m, k] * B[k, :], one FMA chain per element over k ascending, kRowsPerPass rows per pass (then
 // one at a time). P has leading dimension ldp. The first pass starts its chains from zero instead
 // of reading zeroed partials (the same bits: fma(a, b, 0) is a * b rounded once).
-void nn_block(int64_t M, int64_t k0, int64_t k1, const float* A, int64_t lda, const float* B, int64_t ldb, float* P,
+template <typename W>
+void nn_block(int64_t M, int64_t k0, int64_t k1, const float* A, int64_t lda, const W* B, int64_t ldb, float* P,
               int64_t ldp, int64_t c0, int64_t c1) {
   int64_t k = k0;
   for (; k + kRowsPerPass <= k1; k += kRowsPerPass)
-    nn_pass<kRowsPerPass>(M, k, A, lda, B, ldb, P, ldp, c0, c1, k == k0);
-  for (; k < k1; ++k) nn_pass<1>(M, k, A, lda, B, ldb, P, ldp, c0, c1, k == k0);
+    nn_pass<kRowsPerPass, W>(M, k, A, lda, B, ldb, P, ldp, c0, c1, k == k0);
+  for (; k < k1; ++k) nn_pass<1, W>(M, k, A, lda, B, ldb, P, ldp, c0, c1, k == k0);
 }
 
 // K split into whole 16-lane blocks and a masked tail (its lanes past K load as zeros).
@@ -100,10 +114,10 @@ struct Dot {
 // trans_b true, R rows of B from n: C[m, n + r] = the 16 lane-wise FMA chains of A[m, :] . B[n + r, :]
 // over k ascending, then _mm512_reduce_add_ps (a fixed tree). Each row has its own chains: an
 // element's operations are the same whatever R.
-template <int R>
-void nt_pass(int64_t M, const Dot& d, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+template <int R, typename W>
+void nt_pass(int64_t M, const Dot& d, const float* A, int64_t lda, const W* B, int64_t ldb, float* C, int64_t ldc,
              int64_t n) {
-  const float* b[R];
+  const W* b[R];
   for (int r = 0; r < R; ++r) b[r] = B + (n + r) * ldb;
   for (int64_t m = 0; m < M; ++m) {
     const float* a = A + m * lda;
@@ -113,45 +127,51 @@ void nt_pass(int64_t M, const Dot& d, const float* A, int64_t lda, const float* 
     for (; k < d.full; k += 16) {
       if (m == 0) prefetch_next_rows<R>(b, ldb, k);
       const __m512 x = _mm512_loadu_ps(a + k);
-      for (int r = 0; r < R; ++r) s[r] = _mm512_fmadd_ps(x, _mm512_loadu_ps(b[r] + k), s[r]);
+      for (int r = 0; r < R; ++r) s[r] = _mm512_fmadd_ps(x, load16(b[r] + k), s[r]);
     }
     if (d.tail) {
       const __m512 x = _mm512_maskz_loadu_ps(d.tail, a + k);
-      for (int r = 0; r < R; ++r) s[r] = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(d.tail, b[r] + k), s[r]);
+      for (int r = 0; r < R; ++r) s[r] = _mm512_fmadd_ps(x, load16(d.tail, b[r] + k), s[r]);
     }
     for (int r = 0; r < R; ++r) C[m * ldc + n + r] = _mm512_reduce_add_ps(s[r]);
   }
 }
 
 // trans_b true, rows [r0, r1) of B, kRowsPerPass at a time (then one at a time).
-void nt_chunk(int64_t M, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+template <typename W>
+void nt_chunk(int64_t M, int64_t K, const float* A, int64_t lda, const W* B, int64_t ldb, float* C, int64_t ldc,
               int64_t r0, int64_t r1) {
   const Dot d(K);
   int64_t n = r0;
-  for (; n + kRowsPerPass <= r1; n += kRowsPerPass) nt_pass<kRowsPerPass>(M, d, A, lda, B, ldb, C, ldc, n);
-  for (; n < r1; ++n) nt_pass<1>(M, d, A, lda, B, ldb, C, ldc, n);
+  for (; n + kRowsPerPass <= r1; n += kRowsPerPass) nt_pass<kRowsPerPass, W>(M, d, A, lda, B, ldb, C, ldc, n);
+  for (; n < r1; ++n) nt_pass<1, W>(M, d, A, lda, B, ldb, C, ldc, n);
 }
 
 #else  // portable: the same blocks, plain loops (one chain per element over k ascending)
 
-void nn_block(int64_t M, int64_t k0, int64_t k1, const float* A, int64_t lda, const float* B, int64_t ldb, float* P,
+inline float weight(float w) { return w; }
+inline float weight(uint16_t w) { return bf16_to_f32(w); }
+
+template <typename W>
+void nn_block(int64_t M, int64_t k0, int64_t k1, const float* A, int64_t lda, const W* B, int64_t ldb, float* P,
               int64_t ldp, int64_t c0, int64_t c1) {
   for (int64_t m = 0; m < M; ++m) std::fill(P + m * ldp + c0, P + m * ldp + c1, 0.0f);
   for (int64_t k = k0; k < k1; ++k)
     for (int64_t m = 0; m < M; ++m) {
       const float a = A[m * lda + k];
-      const float* w = B + k * ldb;
+      const W* w = B + k * ldb;
       float* y = P + m * ldp;
-      for (int64_t j = c0; j < c1; ++j) y[j] += a * w[j];
+      for (int64_t j = c0; j < c1; ++j) y[j] += a * weight(w[j]);
     }
 }
 
-void nt_chunk(int64_t M, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+template <typename W>
+void nt_chunk(int64_t M, int64_t K, const float* A, int64_t lda, const W* B, int64_t ldb, float* C, int64_t ldc,
               int64_t r0, int64_t r1) {
   for (int64_t n = r0; n < r1; ++n)
     for (int64_t m = 0; m < M; ++m) {
       float s = 0.0f;
-      for (int64_t k = 0; k < K; ++k) s += A[m * lda + k] * B[n * ldb + k];
+      for (int64_t k = 0; k < K; ++k) s += A[m * lda + k] * weight(B[n * ldb + k]);
       C[m * ldc + n] = s;
     }
 }
@@ -164,7 +184,8 @@ void nt_chunk(int64_t M, int64_t K, const float* A, int64_t lda, const float* B,
 // into its own partial sums. The partials are then added piece by piece in order. Streaming whole
 // blocks instead of a narrow column range of every row of B (the layout before) took a 2-thread
 // decode step from ~17 to ~21 GB/s: the prefetchers follow a few long streams, not 768 short ones.
-void skinny_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+template <typename W>
+void skinny_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const W* B, int64_t ldb, float* C,
                int64_t ldc, bool serial) {
   const int64_t pieces = (K + kPieceRows - 1) / kPieceRows;
   const int64_t width = M * N <= kTileFloats ? N : std::max<int64_t>(16, kTileFloats / M / 16 * 16);
@@ -213,10 +234,9 @@ void skinny_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, con
   }
 }
 
-}  // namespace
-
-void skinny_gemm(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                 int64_t ldb, float* C, int64_t ldc) {
+template <typename W>
+void skinny(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const W* B, int64_t ldb,
+            float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int64_t m = 0; m < M; ++m) std::fill(C + m * ldc, C + m * ldc + N, 0.0f);
@@ -242,6 +262,18 @@ void skinny_gemm(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, 
   }
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t c = 0; c < chunks; ++c) run(c);
+}
+
+}  // namespace
+
+void skinny_gemm(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                 int64_t ldb, float* C, int64_t ldc) {
+  skinny(trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+}
+
+void skinny_gemm(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* B,
+                 int64_t ldb, float* C, int64_t ldc) {
+  skinny(trans_b, M, N, K, A, lda, B, ldb, C, ldc);
 }
 
 }  // namespace tandem::cpu

@@ -27,5 +27,9 @@ constexpr int64_t kSkinnyMaxRows = 8;
 // 1 <= M <= kSkinnyMaxRows.
 void skinny_gemm(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                  int64_t ldb, float* C, int64_t ldc);
+// The same with bf16 weights (bit patterns), widened exactly to f32 as they stream: half the bytes
+// of the f32 weights for the same arithmetic (the decode path of --weights bf16).
+void skinny_gemm(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* B,
+                 int64_t ldb, float* C, int64_t ldc);
 
 }  // namespace tandem::cpu
