@@ -1,4 +1,7 @@
-// OpenBLAS cblas_sgemm vs tandem::cpu::sgemm, side by side in one process, on tandem's GEMM shapes.
+// OpenBLAS cblas_sgemm vs tandem::cpu::sgemm, side by side in one process, on tandem's GEMM shapes,
+// and tandem's bf16 GEMM (tandem::cpu::bgemm: vdpbf16ps where the CPU has AVX512_BF16) on the same
+// operands rounded to bf16: its GFLOP/s and its speed over tandem's f32 (the "peak square" row is
+// the machine's bf16 ceiling, beside the sgemm one).
 //
 //   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE build/tandem_bench_gemm [--filter SUBSTR] [--seconds S]
 //
@@ -19,6 +22,8 @@
 #include <vector>
 
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/gemm_bf16.h"
+#include "core/dtype.h"
 
 extern "C" {
 char* openblas_get_config(void);
@@ -89,8 +94,9 @@ int main(int argc, char** argv) {
               omp_get_max_threads());
   for (const char* v : {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"})
     if (const char* s = std::getenv(v)) std::printf("note: %s=%s is set\n", v, s);
-  std::printf("%-18s %-2s %17s | %9s %7s | %9s %7s | %7s %9s\n", "shape", "op", "M x N x K", "openblas", "GFLOP/s",
-              "tandem", "GFLOP/s", "speedup", "max|diff|");
+  std::printf("bf16 GEMM: %s\n", tandem::cpu::bgemm_native() ? "vdpbf16ps (AVX512_BF16)" : "widened to f32 (no AVX512_BF16)");
+  std::printf("%-18s %-2s %17s | %9s %7s | %9s %7s | %7s %9s | %9s %7s %8s\n", "shape", "op", "M x N x K", "openblas",
+              "GFLOP/s", "tandem", "GFLOP/s", "speedup", "max-diff", "bf16", "GFLOP/s", "bf16/f32");
 
   std::mt19937 rng(42);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -104,6 +110,11 @@ int main(int argc, char** argv) {
     std::vector<float> C_ob(static_cast<size_t>(s.M * s.N)), C_td(static_cast<size_t>(s.M * s.N));
     for (float& x : A) x = dist(rng);
     for (float& x : B) x = dist(rng);
+    std::vector<uint16_t> A16(A.size()), B16(B.size());
+    tandem::f32_to_bf16(A.data(), A16.data(), A.size());
+    tandem::f32_to_bf16(B.data(), B16.data(), B.size());
+    std::vector<float> C_bf(static_cast<size_t>(s.M * s.N));
+    auto run_bf = [&] { tandem::cpu::bgemm(s.ta, s.tb, s.M, s.N, s.K, A16.data(), lda, B16.data(), ldb, C_bf.data(), ldc); };
     auto run_ob = [&] {
       cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,
                   static_cast<int>(s.M), static_cast<int>(s.N), static_cast<int>(s.K), 1.0f, A.data(),
@@ -117,31 +128,35 @@ int main(int argc, char** argv) {
     for (int w = 0; w < 2; ++w) {
       run_ob();
       run_td();
+      run_bf();
     }
     const double per_pair = (now() - t0) / 2;
     const int reps = std::clamp(static_cast<int>(2 * seconds / per_pair), 5, 400);
-    std::vector<double> t_ob, t_td;
+    std::vector<double> t_ob, t_td, t_bf;
     for (int r = 0; r < reps; ++r) {
       double a = now();
       run_ob();
       double b = now();
       run_td();
       double c = now();
+      run_bf();
+      double d = now();
       t_ob.push_back(b - a);
       t_td.push_back(c - b);
+      t_bf.push_back(d - c);
     }
     double maxc = 0.0, maxd = 0.0;
     for (size_t i = 0; i < C_ob.size(); ++i) {
       maxc = std::max(maxc, static_cast<double>(std::fabs(C_ob[i])));
       maxd = std::max(maxd, static_cast<double>(std::fabs(C_ob[i] - C_td[i])));
     }
-    const double m_ob = median(t_ob), m_td = median(t_td), flop = 2.0 * s.M * s.N * s.K;
+    const double m_ob = median(t_ob), m_td = median(t_td), m_bf = median(t_bf), flop = 2.0 * s.M * s.N * s.K;
     char dims[32];
     std::snprintf(dims, sizeof dims, "%ldx%ldx%ld", static_cast<long>(s.M), static_cast<long>(s.N),
                   static_cast<long>(s.K));
-    std::printf("%-18s %c%c %17s | %7.3fms %7.1f | %7.3fms %7.1f | %6.2fx %9.1e\n", s.what, s.ta ? 'T' : 'N',
-                s.tb ? 'T' : 'N', dims, m_ob * 1e3, flop / m_ob * 1e-9, m_td * 1e3, flop / m_td * 1e-9, m_ob / m_td,
-                maxc > 0 ? maxd / maxc : maxd);
+    std::printf("%-18s %c%c %17s | %7.3fms %7.1f | %7.3fms %7.1f | %6.2fx %9.1e | %7.3fms %7.1f %7.2fx\n", s.what,
+                s.ta ? 'T' : 'N', s.tb ? 'T' : 'N', dims, m_ob * 1e3, flop / m_ob * 1e-9, m_td * 1e3, flop / m_td * 1e-9,
+                m_ob / m_td, maxc > 0 ? maxd / maxc : maxd, m_bf * 1e3, flop / m_bf * 1e-9, m_td / m_bf);
     std::fflush(stdout);
     log_sum += std::log(m_ob / m_td);
     ++count;
