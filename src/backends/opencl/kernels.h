@@ -1,7 +1,8 @@
 // OpenCL kernels: one OpenCL C source and one host launcher per op, grouped in files named like
 // the op definitions and the CPU kernels (ops/<family>.cpp <-> backends/{cpu,opencl}/<family>.cpp);
 // GEMMs go to CLBlast. Inputs and outputs are contiguous f32 (ids i32). Every kernel overwrites its
-// whole output.
+// whole output. bf16 nodes run these f32 kernels through run_widened (bf16.cpp); cast is the one
+// kernel that sees bf16 itself.
 #pragma once
 #include <span>
 #include <string>
@@ -24,6 +25,7 @@ extern const char* const slice_src;
 extern const char* const rope_src;
 extern const char* const mla_src;
 extern const char* const moe_src;
+extern const char* const bf16_src;
 
 // The GEMM entry point (matmul.cpp, CLBlast on the backend's queue): row-major C = op(A) op(B),
 // M x N, C's rows N apart, over `batch` matrices `sa`, `sb`, `sc` elements apart; *_extra are
@@ -31,6 +33,10 @@ extern const char* const moe_src;
 void gemm(OpenClBackend& be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& A, int64_t a_extra,
           int64_t lda, const Tensor& B, int64_t b_extra, int64_t ldb, const Tensor& C, int64_t c_extra, int64_t batch = 1,
           int64_t sa = 0, int64_t sb = 0, int64_t sc = 0);
+
+// bf16 storage (bf16.cpp): runs the f32 kernel `k` on f32 copies of node's bf16 inputs and rounds
+// its f32 result into a bf16 output (RNE, core/dtype.h); f32 and i32 tensors pass through as they are.
+void run_widened(OpenClBackend& be, Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out);
 
 #define TANDEM_OCL_KERNEL(name) void name(OpenClBackend& be, const Node& node, std::span<const Tensor> in, const Tensor& out);
 TANDEM_OCL_KERNEL(embedding)
@@ -86,6 +92,7 @@ TANDEM_OCL_KERNEL(shift_tokens)
 TANDEM_OCL_KERNEL(ep_dispatch)
 TANDEM_OCL_KERNEL(ep_combine)
 TANDEM_OCL_KERNEL(ep_ids)
+TANDEM_OCL_KERNEL(cast)
 #undef TANDEM_OCL_KERNEL
 
 }  // namespace tandem::opencl

@@ -109,7 +109,7 @@ OpenClBackend::OpenClBackend() {
   const char* srcs[] = {"#pragma OPENCL FP_CONTRACT OFF\n", opencl::elementwise_src, opencl::embedding_src,
                         opencl::norm_src, opencl::softmax_src, opencl::attention_src,
                         opencl::cross_entropy_src, opencl::optimizer_src, opencl::slice_src, opencl::rope_src,
-                        opencl::mla_src, opencl::moe_src};
+                        opencl::mla_src, opencl::moe_src, opencl::bf16_src};
   program_ = clCreateProgramWithSource(ctx_, std::size(srcs), srcs, nullptr, &err);
   cl_check(err, "clCreateProgramWithSource");
   // No fast-math: kernels must match the float64 reference within the conformance bounds.
@@ -125,6 +125,7 @@ OpenClBackend::OpenClBackend() {
 
 OpenClBackend::~OpenClBackend() {
   if (queue_) clFinish(queue_);
+  staging_.clear();  // Storage frees through this backend: before the context goes
   for (auto& [n, k] : kernels_) clReleaseKernel(k);
   for (auto& [s, m] : scratch_) clReleaseMemObject(m.first);
   for (auto& [k, m] : constants_) clReleaseMemObject(m);
@@ -180,6 +181,19 @@ cl_mem OpenClBackend::constant(const void* data, size_t bytes) {
   return constants_[std::move(key)] = m;
 }
 
+Tensor OpenClBackend::staging(int slot, const Shape& shape, DType dtype) {
+  const size_t bytes = static_cast<size_t>(tandem::numel(shape)) * dtype_size(dtype);
+  std::shared_ptr<Storage>& s = staging_[slot];
+  // A tensor still holding the old buffer keeps it alive; commands already enqueued retain it.
+  if (!s || s->bytes < bytes) s = std::make_shared<Storage>(this, bytes);
+  Tensor t;
+  t.storage = s;
+  t.shape = shape;
+  t.strides = contiguous_strides(shape);
+  t.dtype = dtype;
+  return t;
+}
+
 cl_kernel OpenClBackend::kernel(const char* name) {
   auto it = kernels_.find(name);
   if (it != kernels_.end()) return it->second;
@@ -233,14 +247,15 @@ opencl::Kernel kernel_for(OpKind op) {
     K(swiglu) K(swiglu_grad) K(rope) K(mla_qkv) K(mla_qkv_grad) K(attention_latent) K(topk_route) K(route_weights)
     K(route_weights_grad) K(moe_dispatch) K(moe_dispatch_grad) K(grouped_matmul) K(grouped_matmul_grad_w)
     K(moe_combine) K(moe_combine_grad_y) K(moe_combine_grad_w) K(seq_balance_loss) K(seq_balance_loss_grad) K(shift_tokens)
-    K(ep_dispatch) K(ep_combine) K(ep_ids)
+    K(ep_dispatch) K(ep_combine) K(ep_ids) K(cast)
 #undef K
     default: return nullptr;
   }
 }
 
 // The dtypes the kernels are written for: outputs f32 except the index-producing ops (i32); inputs
-// f32 except the id, position and length operands (i32).
+// f32 except the id, position and length operands (i32). Where a kernel takes f32, a bf16 node
+// takes bf16 (run_widened); an index-producing node's float inputs may be either.
 DType output_dtype(OpKind op) {
   return op == OpKind::topk_route || op == OpKind::shift_tokens || op == OpKind::ep_ids ? DType::i32 : DType::f32;
 }
@@ -259,12 +274,26 @@ DType input_dtype(OpKind op, size_t i) {
     default: return DType::f32;
   }
 }
+
+// The float dtype a float input of `node` must have, in words (see output_dtype above).
+std::string float_input_rule(const Node& node) {
+  return node.op == OpKind::cast || node.dtype == DType::i32 ? "f32 or bf16" : std::string(dtype_name(node.dtype));
+}
+bool input_ok(const Node& node, size_t i, DType got) {
+  const DType want = input_dtype(node.op, i);
+  if (want == DType::i32) return got == DType::i32;
+  if (node.op == OpKind::cast || node.dtype == DType::i32) return is_float(got);
+  return got == node.dtype;
+}
 }  // namespace
 
 // The node carries only its output dtype; inputs are checked against the same table in execute.
-// bf16 kernels: not yet. topk_route keeps its chosen groups in a 64-bit mask.
+// Every float op in f32 and bf16 (bf16 storage, f32 arithmetic: bf16.cpp); index-producing ops
+// output i32. topk_route keeps its chosen groups in a 64-bit mask.
 bool OpenClBackend::supports(const Node& node) const {
-  if (kernel_for(node.op) == nullptr || node.dtype != output_dtype(node.op)) return false;
+  if (kernel_for(node.op) == nullptr) return false;
+  const DType out = output_dtype(node.op);
+  if (node.dtype != out && !(out == DType::f32 && node.dtype == DType::bf16)) return false;
   if (node.op == OpKind::topk_route && node.attr<RouteAttrs>().n_group > 64) return false;
   return true;
 }
@@ -275,10 +304,15 @@ void OpenClBackend::execute(const Node& node, std::span<const Tensor> inputs, co
         ") at node '", node.name, "'");
   check(output.dtype == node.dtype && output.is_contiguous(), "opencl backend: op ", op_name(node.op), " at node '",
         node.name, "' got a non-contiguous or ", dtype_name(output.dtype), " output");
-  for (size_t i = 0; i < inputs.size(); ++i)
-    check(inputs[i].is_contiguous() && inputs[i].dtype == input_dtype(node.op, i), "opencl backend: op ",
-          op_name(node.op), " at node '", node.name, "': input ", i, " is non-contiguous or ", dtype_name(inputs[i].dtype),
-          ", the kernel takes ", dtype_name(input_dtype(node.op, i)));
+  bool bf16_io = output.dtype == DType::bf16;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    check(inputs[i].is_contiguous() && input_ok(node, i, inputs[i].dtype), "opencl backend: op ", op_name(node.op),
+          " at node '", node.name, "': input ", i, " is non-contiguous or ", dtype_name(inputs[i].dtype),
+          ", the kernel takes ",
+          input_dtype(node.op, i) == DType::i32 ? std::string("i32") : float_input_rule(node));
+    bf16_io = bf16_io || inputs[i].dtype == DType::bf16;
+  }
+  if (bf16_io && node.op != OpKind::cast) return opencl::run_widened(*this, k, node, inputs, output);
   k(*this, node, inputs, output);
 }
 

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -63,6 +64,9 @@ class OpenClBackend final : public Backend {
   // A read-only device copy of `bytes` (small tables such as RoPE frequencies), uploaded once per
   // distinct content and kept for the backend's lifetime.
   cl_mem constant(const void* data, size_t bytes);
+  // A contiguous tensor of `shape` and `dtype` in staging buffer `slot`, grown as needed and reused
+  // across calls (in-order queue): the f32 copies of a bf16 node's operands (bf16.cpp).
+  Tensor staging(int slot, const Shape& shape, DType dtype);
   const std::string& device_name() const { return device_name_; }
   cl_command_queue queue() { return queue_; }
   cl_device_id device() const { return dev_; }
@@ -76,6 +80,7 @@ class OpenClBackend final : public Backend {
   std::map<std::string, cl_kernel> kernels_;
   std::map<int, std::pair<cl_mem, size_t>> scratch_;
   std::map<std::string, cl_mem> constants_;
+  std::map<int, std::shared_ptr<Storage>> staging_;
   std::string device_name_;
 };
 
