@@ -1,11 +1,14 @@
 #include "qualify/conform.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "core/reference.h"
 #include "qualify/compare.h"
 #include "qualify/op_cases.h"
+#include "qualify/optimizer_conform.h"
 #include "qualify/tolerance.h"
 
 namespace tandem::qualify {
@@ -70,6 +73,20 @@ bool is_case_node(const CaseGraph& cg, const Node& n) {
   return n.name != "weighted" && n.name != "loss" && !n.name.starts_with("weighted.bwd.") && !n.name.starts_with("loss.bwd.");
 }
 
+// The verdict on both metrics; a failure says which bound and where the worst element sits.
+void judge(ConformRow& row, const ErrorStats& s) {
+  if (s.ok(row.tolerance, row.max_rel_tolerance)) return;
+  row.status = Status::fail;
+  char buf[160];
+  if (!s.finite()) std::snprintf(buf, sizeof buf, "%s", s.describe().c_str());
+  else
+    std::snprintf(buf, sizeof buf, "%s%s%s (max |err| %.3g at element %ld, max |ref| %.3g)",
+                  s.nmse > row.tolerance ? "nmse over bound" : "",
+                  s.nmse > row.tolerance && s.max_rel > row.max_rel_tolerance ? ", " : "",
+                  s.max_rel > row.max_rel_tolerance ? "max_rel over bound" : "", s.max_abs, s.worst, s.max_ref);
+  row.detail = buf;
+}
+
 ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTensor>& ref, const Node& graph_node,
                     DType dt, const std::string& case_name) {
   Node node = graph_node;
@@ -79,8 +96,16 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
   const bool ids_out = graph_node.dtype == DType::i32;
   if (!ids_out) node.dtype = dt;
   const Tolerance tol = tolerance_for(node.op, dt);
-  ConformRow row{op_name(node.op), std::string(dtype_name(dt)), case_name, node.name,
-                 tol.nmse == 0 ? "exact" : "nmse", 0, tol.nmse, Status::pass, tol.klass};
+  ConformRow row;
+  row.op = op_name(node.op);
+  row.dtype = dtype_name(dt);
+  row.case_name = case_name;
+  row.node = node.name;
+  row.metric = tol.nmse == 0 ? "exact" : "nmse";
+  row.tolerance = tol.nmse;
+  row.max_rel_tolerance = tol.max_rel;
+  row.klass = tol.klass;
+  row.detail = tol.klass;
   if (ids_out && dt != DType::f32) {
     row.status = Status::unsupported;
     row.detail = "integer output: f32 rows only";
@@ -139,10 +164,8 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
     }
     const ErrorStats s = compare(got, want.data);
     row.error = s.nan || s.inf_mismatch ? INFINITY : s.nmse;
-    if (!s.ok(tol.nmse)) {
-      row.status = Status::fail;
-      row.detail = s.nan || s.inf_mismatch ? s.describe() : "max |err| " + std::to_string(s.max_abs);
-    }
+    row.max_rel = s.finite() ? s.max_rel : INFINITY;
+    judge(row, s);
   } catch (const std::exception& e) {
     row.status = Status::fail;
     row.error = INFINITY;
@@ -168,6 +191,12 @@ std::vector<ConformRow> conform(Backend& backend, const ConformOptions& opts) {
         if (opts.op && op_name(c.op) != *opts.op && op_name(n.op) != *opts.op) continue;
         rows.push_back(run_node(backend, cg, ref, n, dt, c.name));
       }
+  }
+  // The optimizer kernels' rows (optimizer_conform.h): f32 state, so f32 rows only.
+  const bool f32 = std::find(opts.dtypes.begin(), opts.dtypes.end(), DType::f32) != opts.dtypes.end();
+  if (f32 && (!opts.op || is_optimizer_kernel(*opts.op))) {
+    const std::vector<ConformRow> opt = conform_optimizer(backend, opts.op);
+    rows.insert(rows.end(), opt.begin(), opt.end());
   }
   return rows;
 }

@@ -23,6 +23,10 @@ const char* status_name(Status s);
 struct ConformRow {
   std::string op, dtype, case_name, node, metric;  // metric: "nmse" or "exact"
   double error = 0, tolerance = 0;
+  // The per-element metric (compare.h: max |got - want| / max |want|) and its bound; the verdict
+  // needs both error <= tolerance and max_rel <= max_rel_tolerance.
+  double max_rel = 0, max_rel_tolerance = 0;
+  std::string klass;  // the tolerance table's op class ("matmul-like", "optimizer", ...)
   Status status = Status::pass;
   std::string detail;  // why it failed (NaN, sentinel, exception), or the tolerance's class
 };
