@@ -3,7 +3,9 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <set>
 
+#include "backends/faulty/faulty_backend.h"
 #include "backends/registry.h"
 #include "core/autodiff.h"
 #include "core/error.h"
@@ -34,12 +36,43 @@ Setup setup(const TwoBackendOptions& o) {
   if (!s.cfg.model.contains("vocab_size")) s.cfg.model["vocab_size"] = tok.vocab_size();
   s.train = read_shard(o.data_dir / "train.bin");
   s.model = model_from_hf_config(s.cfg.model, "config");
+  s.model->set_compute_dtype(compute_dtype(s.cfg));
   check(!o.backend_b.empty(), "--backends needs two backends, e.g. cpu,opencl");
   s.a = make_backend(o.backend_a, o.backend_a.starts_with("faulty:") ? o.fault : "");
   s.b = make_backend(o.backend_b, o.backend_b.starts_with("faulty:") ? o.fault : "");
   check(o.fault.empty() || o.backend_a.starts_with("faulty:") || o.backend_b.starts_with("faulty:"),
         "--fault needs one of the backends to be faulty:<backend>");
   return s;
+}
+
+FaultyBackend* faulty_of(const Setup& s) {
+  if (auto* f = dynamic_cast<FaultyBackend*>(s.a.get())) return f;
+  return dynamic_cast<FaultyBackend*>(s.b.get());
+}
+
+// A fault on an op the run never executes would rehearse nothing: refuse it, naming the op. Graph
+// ops: no node of the graph just placed on the backend is that op (Program asks `supports` of every
+// node it schedules). Optimizer kernels: `what` says which of them the command runs.
+void check_fault_used(const Setup& s, const std::string& command, const std::set<std::string>& kernels_run) {
+  const FaultyBackend* f = faulty_of(s);
+  if (!f) return;
+  const FaultSpec& spec = f->spec();
+  if (spec.on_optimizer()) {
+    std::string run;
+    for (const auto& k : kernels_run) run += (run.empty() ? "" : ", ") + k;
+    check(kernels_run.contains(spec.op), command, ": --fault op=", spec.op, " is never run by ", command, " (it runs ",
+          run.empty() ? "no optimizer kernel" : run, ")");
+    return;
+  }
+  check(f->used(), command, ": --fault op=", spec.op, " is used by no node of the ", s.cfg.model.value("model_type", "model"),
+        " training graph (", f->spec().describe(), ")");
+}
+
+std::string fault_report(const Setup& s) {
+  const FaultyBackend* f = faulty_of(s);
+  if (!f) return "";
+  return f->name() + ": " + f->spec().describe() + " fired on " + std::to_string(f->injected()) + " of " +
+         std::to_string(f->executions()) + " executions of " + f->spec().op;
 }
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
@@ -62,12 +95,14 @@ struct Trainer {
         params(ParamStore::init(*s.model, backend, seed)),
         opt(params, backend),
         prog(*s.model, backend, params, s.cfg.batch_size, s.cfg.block_size) {}
+  double grad_norm = 0;  // of the last step, before clipping
   // The update of `tandem train` (train/trainer.cpp) for grad_accum = 1.
   double step(const TrainConfig& c, int64_t step, std::span<const int32_t> x, std::span<const int32_t> y) {
     const double loss = prog.run(x, y);
     std::vector<const Tensor*> grads(params.tensors.size());
     for (size_t i = 0; i < grads.size(); ++i) grads[i] = &prog.grad(i);
     const double norm = global_norm(be, grads);
+    grad_norm = norm;
     double scale = 1.0;
     if (c.grad_clip > 0) scale = std::min(1.0, c.grad_clip / (norm + 1e-6));
     opt.step(params, grads, c, learning_rate_at(c, step - 1), step, static_cast<float>(scale));
@@ -77,39 +112,66 @@ struct Trainer {
 
 }  // namespace
 
-ParityResult run_parity(const TwoBackendOptions& o, int64_t steps, double tol, bool verbose) {
+ParityResult run_parity(const TwoBackendOptions& o, int64_t steps, const ParityBounds& bounds, bool verbose) {
   Setup s = setup(o);
   check(s.cfg.grad_accum == 1, "parity: grad_accum must be 1 (got ", s.cfg.grad_accum, ")");
   Trainer ta(s, *s.a, o.seed), tb(s, *s.b, o.seed);
+  check_fault_used(s, "parity", {"adamw", "sum_squares"});  // grad_accum 1: no axpy
   BatchLoader loader(s.train, static_cast<int>(s.cfg.batch_size), static_cast<int>(s.cfg.block_size), o.seed);
   std::vector<int32_t> x(static_cast<size_t>(s.cfg.batch_size * s.cfg.block_size)), y(x.size());
   ParityResult r;
-  if (verbose) std::printf("%6s %12s %12s %12s\n", "step", s.a->name().c_str(), s.b->name().c_str(), "|dloss|");
+  if (verbose)
+    std::printf("%6s %12s %12s %12s %12s %12s %12s\n", "step", s.a->name().c_str(), s.b->name().c_str(), "|dloss|",
+                "gnorm A", "gnorm B", "rel dgnorm");
+  // NaN or inf anywhere counts as over every bound.
+  auto over = [](double d, double bound) { return !(d <= bound); };
   for (int64_t step = 1; step <= steps; ++step) {
     loader.next(x.data(), y.data());
     const double la = ta.step(s.cfg, step, x, y), lb = tb.step(s.cfg, step, x, y);
+    const double na = ta.grad_norm, nb = tb.grad_norm;
     r.loss_a.push_back(la);
     r.loss_b.push_back(lb);
+    r.grad_norm_a.push_back(na);
+    r.grad_norm_b.push_back(nb);
     const double d = std::isfinite(la) && std::isfinite(lb) ? std::abs(la - lb) : INFINITY;
-    if (step == 1 || d > r.max_dloss) {
+    const double dn = std::isfinite(na) && std::isfinite(nb) ? std::abs(na - nb) / std::max(na, 1e-30) : INFINITY;
+    if (step == 1 || !(d <= r.max_dloss)) {
       r.max_dloss = d;
       r.worst_step = step;
     }
-    if (d > tol && r.first_bad_step == 0) r.first_bad_step = step;
-    if (verbose) std::printf("%6lld %12.6f %12.6f %12.3g%s\n", static_cast<long long>(step), la, lb, d, d > tol ? "  > tol" : "");
+    if (step == 1 || !(dn <= r.max_dgrad_norm)) {
+      r.max_dgrad_norm = dn;
+      r.worst_grad_step = step;
+    }
+    if (over(d, bounds.loss) && r.first_bad_step == 0) r.first_bad_step = step;
+    if (over(dn, bounds.grad_norm) && r.first_bad_grad_step == 0) r.first_bad_grad_step = step;
+    if (verbose)
+      std::printf("%6lld %12.6f %12.6f %12.3g %12.6g %12.6g %12.3g%s%s\n", static_cast<long long>(step), la, lb, d, na, nb,
+                  dn, over(d, bounds.loss) ? "  loss > bound" : "", over(dn, bounds.grad_norm) ? "  gnorm > bound" : "");
   }
+  double num = 0, den = 0;
   for (size_t i = 0; i < ta.params.tensors.size(); ++i) {
-    const double e = rel_err(ta.params.tensors[i].to_host(), tb.params.tensors[i].to_host());
-    if (i == 0 || e > r.param_rel_err) {
-      r.param_rel_err = e;
+    const auto a = ta.params.tensors[i].to_host(), b = tb.params.tensors[i].to_host();
+    const double e = rel_err(a, b);
+    for (size_t k = 0; k < a.size(); ++k) {
+      num += (double(a[k]) - b[k]) * (double(a[k]) - b[k]);
+      den += double(a[k]) * a[k];
+    }
+    if (i == 0 || !(e <= r.param_rel_err_tensor)) {
+      r.param_rel_err_tensor = e;
       r.worst_param = ta.params.specs[i].name;
     }
   }
-  r.pass = r.first_bad_step == 0;
+  r.param_rel_err = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  r.loss_ok = r.first_bad_step == 0;
+  r.grad_norm_ok = r.first_bad_grad_step == 0;
+  r.param_ok = !over(r.param_rel_err, bounds.param);
+  r.pass = r.loss_ok && r.grad_norm_ok && r.param_ok;
+  r.fault_report = fault_report(s);
   return r;
 }
 
-DiffResult run_diff(const TwoBackendOptions& o, double bound) {
+DiffResult run_diff(const TwoBackendOptions& o, double nmse_bound, double max_rel_bound) {
   Setup s = setup(o);
   const int64_t B = s.cfg.batch_size, T = s.cfg.block_size;
   Graph g;
@@ -142,19 +204,21 @@ DiffResult run_diff(const TwoBackendOptions& o, double bound) {
     return r;
   };
   Run ra = run(*s.a), rb = run(*s.b);
+  check_fault_used(s, "diff", {});  // one forward and backward: no optimizer kernel
 
   auto node_diff = [&](NodeId id) {
     const Node& n = g.node(id);
     NodeDiff d{n.name, op_name(n.op)};
-    if (n.dtype != DType::f32) {  // ids: exact
-      d.nmse = ra.prog->get(id).to_host_i32() == rb.prog->get(id).to_host_i32() ? 0.0 : INFINITY;
+    if (n.dtype == DType::i32) {  // ids: exact (bf16 values are compared widened, like f32)
+      d.nmse = d.max_rel = ra.prog->get(id).to_host_i32() == rb.prog->get(id).to_host_i32() ? 0.0 : INFINITY;
       return d;
     }
     const auto va = ra.prog->get(id).to_host(), vb = rb.prog->get(id).to_host();
     const std::vector<double> want(va.begin(), va.end());
     const ErrorStats e = compare(vb, want);
-    d.finite = e.nan == 0 && e.inf_mismatch == 0;
+    d.finite = e.finite();
     d.nmse = d.finite ? e.nmse : INFINITY;
+    d.max_rel = d.finite ? e.max_rel : INFINITY;
     return d;
   };
   DiffResult r;
@@ -163,11 +227,12 @@ DiffResult run_diff(const TwoBackendOptions& o, double bound) {
   for (const Node& n : g.nodes()) {
     if (n.op == OpKind::input || n.op == OpKind::param || n.op == OpKind::reshape) continue;
     r.nodes.push_back(node_diff(n.id));
-    if (r.first_bad < 0 && !(r.nodes.back().nmse <= bound)) {
+    if (r.first_bad < 0 && !r.nodes.back().within(nmse_bound, max_rel_bound)) {
       r.first_bad = static_cast<int>(r.nodes.size()) - 1;
       for (NodeId in : n.inputs) r.first_bad_inputs.push_back(node_diff(in));
     }
   }
+  r.fault_report = fault_report(s);
   return r;
 }
 
