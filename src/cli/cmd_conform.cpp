@@ -84,14 +84,15 @@ void register_conform(CLI::App& app) {
       check(faulty->used(), "conform: --fault op=", faulty->spec().op, " is in none of the rows run (",
             o->op.empty() ? "all ops" : "--op " + o->op, o->dtype.empty() ? "" : ", --dtype " + o->dtype, ")");
 
-    std::printf("%-20s %-5s %-34s %-28s %-6s %10s %10s %10s %10s  %s\n", "op", "dtype", "case", "node", "metric",
-                "error", "tolerance", "max_rel", "bound", "status");
+    std::printf("%-20s %-5s %-34s %-28s %-6s %10s %10s %10s %10s %10s  %s\n", "op", "dtype", "case", "node", "metric",
+                "error", "tolerance", "max_rel", "bound", "format", "status");
     std::map<std::string, std::map<qualify::Status, int>> by_dtype;
     std::map<std::string, int> failing_ops;
     for (const auto& r : rows) {
-      std::printf("%-20s %-5s %-34s %-28s %-6s %10.3g %10.3g %10.3g %10.3g  %s%s%s\n", r.op.c_str(),
+      std::printf("%-20s %-5s %-34s %-28s %-6s %10.3g %10.3g %10.3g %10.3g %10.3g  %s%s%s\n", r.op.c_str(),
                   r.dtype.c_str(), r.case_name.c_str(), r.node.c_str(), r.metric.c_str(), r.error, r.tolerance,
-                  r.max_rel, r.max_rel_tolerance, qualify::status_name(r.status),
+                  r.max_rel, r.max_rel_tolerance, r.format_error,
+                  qualify::status_name(r.status),
                   r.status == qualify::Status::fail ? ": " : "", r.status == qualify::Status::fail ? r.detail.c_str() : "");
       ++by_dtype[r.dtype][r.status];
       if (r.status == qualify::Status::fail) ++failing_ops[r.op];
@@ -118,6 +119,7 @@ void register_conform(CLI::App& app) {
                      {"tolerance", r.tolerance},
                      {"max_rel", std::isfinite(r.max_rel) ? nlohmann::json(r.max_rel) : nlohmann::json("inf")},
                      {"max_rel_tolerance", r.max_rel_tolerance}, {"class", r.klass},
+                     {"format_error", std::isfinite(r.format_error) ? nlohmann::json(r.format_error) : nlohmann::json("inf")},
                      {"status", qualify::status_name(r.status)}, {"detail", r.detail}});
       std::ofstream f(o->json);
       check(f.good(), o->json, ": cannot open for writing");

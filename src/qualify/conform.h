@@ -27,6 +27,10 @@ struct ConformRow {
   // needs both error <= tolerance and max_rel <= max_rel_tolerance.
   double max_rel = 0, max_rel_tolerance = 0;
   std::string klass;  // the tolerance table's op class ("matmul-like", "optimizer", ...)
+  // The format error: the same output against the float64 reference on the original, unrounded
+  // inputs (error alone measures the kernel on the inputs it received). For bf16 rows it shows
+  // how much the format costs at this node; it informs, the verdict is on `error`.
+  double format_error = 0;
   Status status = Status::pass;
   std::string detail;  // why it failed (NaN, sentinel, exception), or the tolerance's class
 };

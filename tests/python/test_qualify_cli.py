@@ -60,6 +60,13 @@ def test_conform_cpu_passes_and_writes_json(tandem, tmp_path):
     assert all(row["error"] <= row["tolerance"] and row["max_rel"] <= row["max_rel_tolerance"] for row in ran)
     assert {"adamw", "sum_squares", "axpy"} <= {row["op"] for row in ran}
     _check_class_summary(r.stdout, ran)
+    unsupported = {row["op"] for row in rows if row["status"] == "UNSUPPORTED"}
+    assert unsupported == {"topk_route", "shift_tokens", "ep_ids"}, unsupported
+    # the bf16 rows cover matmul's K = 1024 f32-accumulation probe and the cast, with a format error
+    probe = [row for row in rows if row["dtype"] == "bf16" and row["case"] == "matmul_acc_probe_k1024"]
+    assert probe and all(row["status"] == "PASS" for row in probe)
+    assert any(row["op"] == "cast" and row["status"] == "PASS" for row in rows)
+    assert all("format_error" in row for row in rows)
 
 
 def _check_class_summary(stdout: str, ran: list[dict]) -> None:
