@@ -1,6 +1,6 @@
-"""bf16 on the device backends from the command line: OpenCL's bf16 conformance rows all PASS (but
-the integer-output ops, f32 rows only as on the CPU), and a cpu,opencl bf16 parity run passes with
-a stated bound. (The cast kernel's bits and "f32 kernel, rounded once" are checked in C++:
+"""bf16 on the device backends from the command line: OpenCL's (and CUDA's, where a device is
+usable) bf16 conformance rows all PASS (but the integer-output ops, f32 rows only as on the CPU),
+and a cpu,opencl bf16 parity run passes with stated bounds. (The cast kernel's bits and "f32 kernel, rounded once" are checked in C++:
 tests/cpp/test_device_bf16.cpp.)"""
 from __future__ import annotations
 
@@ -18,11 +18,15 @@ INTEGER_OUTPUT = {"topk_route", "shift_tokens", "ep_ids"}
 TWO_BACKENDS_ENV = {**os.environ, "OMP_WAIT_POLICY": "passive"}
 
 
+def _usable(tandem, backend: str) -> bool:
+    """Whether `tandem backends` lists a usable device 0 under `backend`."""
+    m = re.search(rf"^{backend}\n((?:  .*\n?)*)", tandem("backends").stdout, re.M)
+    return bool(m and re.match(r"\s+device 0: (?!.*unusable)", m.group(1)))
+
+
 @pytest.fixture(scope="module")
 def has_opencl(tandem) -> bool:
-    out = tandem("backends").stdout
-    block = out.split("opencl\n", 1)[1] if "opencl\n" in out else ""
-    return bool(re.match(r"\s+device 0: (?!.*unusable)", block))
+    return _usable(tandem, "opencl")
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +41,15 @@ def _rows(tandem, backend: str, path) -> tuple[str, list[dict]]:
     return r.stdout, json.loads(path.read_text())["rows"]
 
 
-def test_conform_opencl_bf16_every_row_passes(tandem, has_opencl, tmp_path):
-    """Every bf16 row PASS on OpenCL, on both metrics, the same rows as the CPU's (K = 1024
-    f32-accumulation probe and cast included); UNSUPPORTED only for the integer-output ops."""
-    if not has_opencl:
-        pytest.skip("no usable OpenCL device")
-    stdout, rows = _rows(tandem, "opencl", tmp_path / "opencl.json")
+@pytest.mark.parametrize("backend", ["opencl", "cuda"])
+def test_conform_bf16_every_row_passes(tandem, backend, tmp_path):
+    """Every bf16 row PASS on the device backend, on both metrics, the same rows as the CPU's
+    (K = 1024 f32-accumulation probe and cast included); UNSUPPORTED only for the integer-output
+    ops. CUDA: where a GPU is present, or with TANDEM_BIN set to the emulator's build
+    (src/backends/cuda/emu/check.sh)."""
+    if not _usable(tandem, backend):
+        pytest.skip(f"no usable {backend} device")
+    stdout, rows = _rows(tandem, backend, tmp_path / f"{backend}.json")
     assert re.search(r"bf16\s+\d+ PASS\s+0 FAIL\s+\d+ UNSUPPORTED", stdout), stdout[-3000:]
     assert rows and all(row["dtype"] == "bf16" for row in rows)
     bad = [(row["op"], row["node"], row["status"], row.get("detail")) for row in rows

@@ -161,6 +161,7 @@ CudaBackend::CudaBackend() {
 void CudaBackend::release() noexcept {
   if (device_ >= 0) cudaSetDevice(device_);
   if (stream_) cudaStreamSynchronize(stream_);
+  staging_.clear();  // Storage frees through this backend: before the stream goes
   for (auto& [slot, buf] : scratch_) cudaFree(buf.first);
   scratch_.clear();
   if (status_) cudaFree(status_);
@@ -252,6 +253,19 @@ void* CudaBackend::scratch(int slot, size_t bytes) {
   return mem;
 }
 
+Tensor CudaBackend::staging(int slot, const Shape& shape, DType dtype) {
+  const size_t bytes = static_cast<size_t>(tandem::numel(shape)) * dtype_size(dtype);
+  std::shared_ptr<Storage>& s = staging_[slot];
+  // A tensor still holding the old buffer keeps it alive; free() waits for the stream.
+  if (!s || s->bytes < bytes) s = std::make_shared<Storage>(this, bytes);
+  Tensor t;
+  t.storage = s;
+  t.shape = shape;
+  t.strides = contiguous_strides(shape);
+  t.dtype = dtype;
+  return t;
+}
+
 void CudaBackend::launched(const char* kernel, const Node* node) {
   const std::string what = std::string("kernel ") + kernel;
   cuda_check(cudaGetLastError(), what.c_str(), node);
@@ -294,7 +308,7 @@ cuda::Kernel kernel_for(OpKind op) {
     K(swiglu) K(swiglu_grad) K(rope) K(mla_qkv) K(mla_qkv_grad) K(attention_latent) K(topk_route) K(route_weights)
     K(route_weights_grad) K(moe_dispatch) K(moe_dispatch_grad) K(grouped_matmul) K(grouped_matmul_grad_w)
     K(moe_combine) K(moe_combine_grad_y) K(moe_combine_grad_w) K(seq_balance_loss) K(seq_balance_loss_grad)
-    K(shift_tokens) K(ep_dispatch) K(ep_combine) K(ep_ids)
+    K(shift_tokens) K(ep_dispatch) K(ep_combine) K(ep_ids) K(cast)
 #undef K
     default: return nullptr;
   }
@@ -322,11 +336,26 @@ DType output_dtype(OpKind op) {
   return op == OpKind::topk_route || op == OpKind::shift_tokens || op == OpKind::ep_ids ? DType::i32 : DType::f32;
 }
 
+// Where a kernel takes f32, a bf16 node takes bf16 (run_widened); a cast or an index-producing
+// node's float inputs may be either.
+bool input_ok(const Node& node, size_t i, DType got) {
+  const DType want = input_dtype(node.op, i);
+  if (want == DType::i32) return got == DType::i32;
+  if (node.op == OpKind::cast || node.dtype == DType::i32) return is_float(got);
+  return got == node.dtype;
+}
+std::string input_rule(const Node& node, size_t i) {
+  if (input_dtype(node.op, i) == DType::i32) return "i32";
+  return node.op == OpKind::cast || node.dtype == DType::i32 ? "f32 or bf16" : std::string(dtype_name(node.dtype));
+}
+
 }  // namespace
 
-// f32 kernels only (ids i32): bf16 nodes are unsupported, never converted behind the caller's back.
+// Every float op in f32 and bf16 (bf16 storage, f32 arithmetic: bf16.cu); ids i32.
 bool CudaBackend::supports(const Node& node) const {
-  if (kernel_for(node.op) == nullptr || node.dtype != output_dtype(node.op)) return false;
+  if (kernel_for(node.op) == nullptr) return false;
+  const DType out = output_dtype(node.op);
+  if (node.dtype != out && !(out == DType::f32 && node.dtype == DType::bf16)) return false;
   switch (node.op) {
     case OpKind::attention: case OpKind::attention_grad: case OpKind::attention_cached: {
       const auto& a = node.attr<AttentionAttrs>();
@@ -347,14 +376,16 @@ void CudaBackend::execute(const Node& node, std::span<const Tensor> inputs, cons
         ") at node '", node.name, "'");
   check(output.dtype == node.dtype && output.is_contiguous(), "cuda backend: op ", op_name(node.op), " at node '", node.name,
         "': the output must be contiguous ", dtype_name(node.dtype));
+  bool bf16_io = output.dtype == DType::bf16;
   for (size_t i = 0; i < inputs.size(); ++i) {
-    const DType want = input_dtype(node.op, i);
-    check(inputs[i].is_contiguous() && inputs[i].dtype == want, "cuda backend: op ", op_name(node.op), " at node '",
-          node.name, "': input ", i, " must be contiguous ", dtype_name(want), ", got ", dtype_name(inputs[i].dtype),
-          inputs[i].is_contiguous() ? "" : " (non-contiguous)");
+    check(inputs[i].is_contiguous() && input_ok(node, i, inputs[i].dtype), "cuda backend: op ", op_name(node.op),
+          " at node '", node.name, "': input ", i, " must be contiguous ", input_rule(node, i), ", got ",
+          dtype_name(inputs[i].dtype), inputs[i].is_contiguous() ? "" : " (non-contiguous)");
+    bf16_io = bf16_io || inputs[i].dtype == DType::bf16;
   }
   OnDevice on(device_);
-  k(*this, node, inputs, output);
+  if (bf16_io && node.op != OpKind::cast) cuda::run_widened(*this, k, node, inputs, output);
+  else k(*this, node, inputs, output);
   if (sync_each_op_) sync();
 }
 

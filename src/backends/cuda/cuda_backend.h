@@ -14,6 +14,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -65,6 +66,9 @@ class CudaBackend final : public Backend {
   // A device buffer of at least `bytes`, one per slot, reused across calls (one stream orders
   // every use). Growing a slot synchronizes first.
   void* scratch(int slot, size_t bytes);
+  // A contiguous tensor of `shape` and `dtype` in staging buffer `slot`, grown as needed and reused
+  // across calls (one stream): the f32 copies of a bf16 node's operands (bf16.cu).
+  Tensor staging(int slot, const Shape& shape, DType dtype);
   // After a kernel launch: throws an Error naming the kernel, op and node if the launch failed
   // (and, with TANDEM_CUDA_SYNC=1, if the kernel faulted). `node` may be null (optimizer kernels).
   void launched(const char* kernel, const Node* node);
@@ -87,6 +91,7 @@ class CudaBackend final : public Backend {
   unsigned long long* status_ = nullptr;  // device word; ~0 = no error
   std::vector<std::string> tags_;         // tag -> message, since the last check
   std::map<int, std::pair<void*, size_t>> scratch_;
+  std::map<int, std::shared_ptr<Storage>> staging_;
   std::string device_name_;
 };
 

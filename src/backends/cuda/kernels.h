@@ -1,7 +1,8 @@
 // CUDA kernels: one host launcher per op, grouped in files named like the op definitions and the
 // CPU and OpenCL kernels (ops/<family>.cpp <-> backends/{cpu,opencl,cuda}/<family>.{cpp,cu}).
 // Inputs and outputs are contiguous f32 (ids i32). Every launcher overwrites its whole output,
-// enqueues on the backend's stream and checks each launch (CudaBackend::launched).
+// enqueues on the backend's stream and checks each launch (CudaBackend::launched). bf16 nodes run
+// these f32 launchers through run_widened (bf16.cu); cast is the one kernel that sees bf16 itself.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -42,6 +43,10 @@ enum Slot : int {
   kSlotCount = 6,    // a small integer result (valid targets)
   kSlotResult = 7,   // a double result (sum, sum_squares)
 };
+
+// bf16 storage (bf16.cu): runs the f32 launcher `k` on f32 copies of node's bf16 inputs and rounds
+// its f32 result into a bf16 output (RNE, core/dtype.h); f32 and i32 tensors pass through as they are.
+void run_widened(CudaBackend& be, Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out);
 
 #define TANDEM_CUDA_KERNEL(name) void name(CudaBackend& be, const Node& node, std::span<const Tensor> in, const Tensor& out);
 TANDEM_CUDA_KERNEL(embedding)
@@ -97,6 +102,7 @@ TANDEM_CUDA_KERNEL(shift_tokens)
 TANDEM_CUDA_KERNEL(ep_dispatch)
 TANDEM_CUDA_KERNEL(ep_combine)
 TANDEM_CUDA_KERNEL(ep_ids)
+TANDEM_CUDA_KERNEL(cast)
 #undef TANDEM_CUDA_KERNEL
 
 // sum over n floats (or their squares) in a fixed order, accumulated in double: chunks of

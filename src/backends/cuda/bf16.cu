@@ -1,0 +1,69 @@
+// bf16 on the CUDA backend, as on the CPU and OpenCL (backends/{cpu,opencl}/bf16.cpp): bf16 is
+// 16-bit storage and arithmetic stays f32. The cast kernel converts with the rule of core/dtype.h
+// in integer operations only (f32 -> bf16: round to nearest, ties to even; a NaN stays NaN and is
+// made quiet; nothing is flushed: the f32 bits are read as uint32, so no float load or store can
+// touch a subnormal; bf16 -> f32: a shift). Every other op runs its f32 kernel on f32 copies of
+// its bf16 inputs (the backend's staging buffers, reused across ops) and rounds its f32 result
+// once into the bf16 output, so a bf16 op is "the f32 op on the bf16 values, rounded once". GEMMs
+// stay cuBLAS SGEMM on the widened operands: a product of two bf16 values is exact in f32 and the
+// accumulation is f32, what cublasGemmEx with CUDA_R_16BF inputs and CUBLAS_COMPUTE_32F computes
+// too (in another order); the staging costs a read and a write of each operand in f32.
+#include <vector>
+
+#include "backends/cuda/device.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace tandem::cuda {
+
+namespace {
+
+__global__ void f32_to_bf16_k(const uint32_t* x, uint16_t* o, int64_t n) {
+  TANDEM_GRID_LOOP(i, n) {
+    const uint32_t u = x[i];
+    o[i] = (u & 0x7fffffffu) > 0x7f800000u ? static_cast<uint16_t>((u >> 16) | 0x40u)  // NaN: quiet, payload kept
+                                           : static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);  // RNE
+  }
+}
+__global__ void bf16_to_f32_k(const uint16_t* x, uint32_t* o, int64_t n) {
+  TANDEM_GRID_LOOP(i, n) o[i] = static_cast<uint32_t>(x[i]) << 16;
+}
+
+// Staging slots (CudaBackend::staging): one per widened input, one for the f32 result.
+constexpr int kSlotOutput = -1;
+
+void convert(CudaBackend& be, const Node& node, const Tensor& src, const Tensor& dst) {
+  const int64_t n = dst.numel();
+  if (n == 0) return;
+  if (src.dtype == DType::f32) {
+    f32_to_bf16_k<<<grid_for(n), kThreads, 0, be.stream()>>>(ptr<const uint32_t>(src), ptr<uint16_t>(dst), n);
+    be.launched("f32_to_bf16", &node);
+  } else {
+    bf16_to_f32_k<<<grid_for(n), kThreads, 0, be.stream()>>>(ptr<const uint16_t>(src), ptr<uint32_t>(dst), n);
+    be.launched("bf16_to_f32", &node);
+  }
+}
+
+}  // namespace
+
+void cast(CudaBackend& be, const Node& node, std::span<const Tensor> in, const Tensor& out) {
+  if (in[0].dtype == out.dtype) be.copy(out.storage->handle, out.offset, in[0].storage->handle, in[0].offset, out.nbytes());
+  else convert(be, node, in[0], out);
+}
+
+void run_widened(CudaBackend& be, Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out) {
+  std::vector<Tensor> ins(in.begin(), in.end());
+  for (size_t i = 0; i < ins.size(); ++i)
+    if (ins[i].dtype == DType::bf16) {
+      Tensor w = be.staging(static_cast<int>(i), ins[i].shape, DType::f32);
+      convert(be, node, ins[i], w);
+      ins[i] = std::move(w);
+    }
+  Node n32 = node;
+  if (n32.dtype == DType::bf16) n32.dtype = DType::f32;
+  if (out.dtype != DType::bf16) return k(be, n32, ins, out);
+  const Tensor o = be.staging(kSlotOutput, out.shape, DType::f32);
+  k(be, n32, ins, o);
+  convert(be, node, o, out);
+}
+
+}  // namespace tandem::cuda
