@@ -7,7 +7,7 @@ namespace tandem {
 
 Storage::Storage(Backend* b, size_t n) : backend(b), bytes(n) { handle = b->alloc(n); }
 Storage::~Storage() {
-  if (handle) backend->free(handle);
+  if (handle && owned) backend->free(handle);
 }
 
 Tensor Tensor::empty(Backend& backend, const Shape& shape, DType dtype) {

@@ -19,7 +19,9 @@ struct Storage {
   Backend* backend = nullptr;
   void* handle = nullptr;
   size_t bytes = 0;
+  bool owned = true;  // false: a view of memory someone else frees (a backend's scratch)
   Storage(Backend* b, size_t n);
+  Storage(Backend* b, void* borrowed, size_t n) : backend(b), handle(borrowed), bytes(n), owned(false) {}
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;

@@ -36,8 +36,18 @@ void run_case(const OpCase& c) {
   std::map<NodeId, RefTensor>& leaves = cg.leaves;
   auto ref = run_reference(g, leaves);
 
-  // 1. gradients vs central differences (at most 40 coordinates per parameter).
-  for (NodeId w : wrt) {
+  // 1. gradients vs central differences (at most 40 coordinates per parameter). A cast rounds: a
+  // step function, whose derivative is 0 almost everywhere; its backward rule is by definition the
+  // straight-through identity (as PyTorch's autocast) in the value's dtype: f32 -> bf16 -> f32
+  // passes d loss / d out back as a bf16 gradient, so d loss / d x = round_bf16(d loss / d out).
+  if (c.op == OpKind::cast) {
+    for (NodeId w : wrt) {
+      std::vector<double> want = ref[static_cast<size_t>(bw.grad.at(cg.out))].data;
+      for (double& v : want) v = round_bf16(static_cast<float>(v));
+      EXPECT_EQ(ref[static_cast<size_t>(bw.grad.at(w))].data, want);
+    }
+  }
+  for (NodeId w : c.op == OpKind::cast ? std::vector<NodeId>{} : wrt) {
     const RefTensor& grad = ref[static_cast<size_t>(bw.grad.at(w))];
     double gmax = 1e-3;
     for (double v : grad.data) gmax = std::max(gmax, std::abs(v));

@@ -7,10 +7,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <type_traits>
 #include <vector>
 
 #include "backends/cpu/kernels.h"
+#include "core/error.h"
 
 namespace tandem::cpu {
 
@@ -40,18 +42,51 @@ void cast(const Node& node, std::span<const Tensor> in, const Tensor& out) {
   else to_f32(bf16(in[0]), f32(out), n);
 }
 
+float* scratch(int slot, int64_t floats) {
+  // Grow-only, per thread and slot: a training step widens the same shapes every time, and fresh
+  // allocations of this size would be mapped and faulted in on every call.
+  struct Buffer {
+    float* p = nullptr;
+    size_t cap = 0;
+    ~Buffer() { std::free(p); }
+  };
+  thread_local Buffer buffers[kScratchSlots];
+  Buffer& b = buffers[slot];
+  const auto n = static_cast<size_t>(std::max<int64_t>(floats, 1));
+  if (n > b.cap) {
+    std::free(b.p);
+    b.cap = (n + 15) / 16 * 16;
+    b.p = static_cast<float*>(std::aligned_alloc(64, b.cap * sizeof(float)));
+    check(b.p != nullptr, "cpu backend: out of memory for ", n, " floats of bf16 scratch");
+  }
+  return b.p;
+}
+
+namespace {
+// An f32 tensor over scratch slot `slot`, shaped like t.
+Tensor scratch_tensor(const Tensor& t, int slot) {
+  Tensor w;
+  w.shape = t.shape;
+  w.strides = contiguous_strides(t.shape);
+  w.dtype = DType::f32;
+  w.storage = std::make_shared<Storage>(&t.backend(), scratch(slot, t.numel()), static_cast<size_t>(t.numel()) * 4);
+  return w;
+}
+}  // namespace
+
 void run_widened(Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out) {
+  check(in.size() < kScratchSlots, "cpu backend: op ", op_name(node.op), " has too many inputs for bf16 staging");
   std::vector<Tensor> ins(in.begin(), in.end());
-  for (Tensor& t : ins)
-    if (t.dtype == DType::bf16) {
-      Tensor w = Tensor::empty(t.backend(), t.shape, DType::f32);
-      to_f32(bf16(t), f32(w), t.numel());
-      t = std::move(w);
+  for (size_t i = 0; i < ins.size(); ++i)
+    if (ins[i].dtype == DType::bf16) {
+      Tensor w = scratch_tensor(ins[i], static_cast<int>(i) + 1);
+      to_f32(bf16(ins[i]), f32(w), ins[i].numel());
+      ins[i] = std::move(w);
     }
   Node n32 = node;
   if (n32.dtype == DType::bf16) n32.dtype = DType::f32;
   if (out.dtype != DType::bf16) return k(n32, ins, out);
-  Tensor o = Tensor::empty(out.backend(), out.shape, DType::f32);
+  Tensor o = scratch_tensor(out, 0);
   k(n32, ins, o);
   to_bf16(f32(o), bf16(out), out.numel());
 }

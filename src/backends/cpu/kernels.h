@@ -88,6 +88,10 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
 void to_f32(const uint16_t* src, float* dst, int64_t n);
 void run_widened(Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out);
+// Per-thread f32 scratch that bf16 staging reuses across calls (slot 0: the output, 1..: inputs;
+// matmul's f32 result uses slot 0 too). Valid until the next call with the same slot.
+constexpr int kScratchSlots = 8;
+float* scratch(int slot, int64_t floats);
 
 // Vectorised exp over a span (glibc's libmvec under AVX-512, scalar elsewhere).
 void exp_inplace(float* x, int64_t n);

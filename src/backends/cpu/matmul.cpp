@@ -32,19 +32,19 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 void matmul_bf16(const MatmulDims& d, std::span<const Tensor> in, const Tensor& out) {
   const uint16_t* A = bf16(in[0]);
   const uint16_t* B = bf16(in[1]);
-  std::vector<float> c(static_cast<size_t>(d.m * d.n)), a32;
+  float* c = scratch(0, d.m * d.n);
+  float* a32 = d.m <= kSkinnyMaxRows ? scratch(1, d.m * d.k) : nullptr;
   const bool skinny = !d.trans_a && d.m <= kSkinnyMaxRows;  // decoding: stream the bf16 weights once
   for (int64_t p = 0; p < d.batch; ++p) {
     const uint16_t* a = A + p * d.a_rows * d.a_cols;
     const uint16_t* b = B + (d.batched ? p * d.b_rows * d.b_cols : 0);
     if (skinny) {
-      a32.resize(static_cast<size_t>(d.m * d.k));
-      to_f32(a, a32.data(), d.m * d.k);
-      skinny_gemm(d.trans_b, d.m, d.n, d.k, a32.data(), d.k, b, d.b_cols, c.data(), d.n);
+      to_f32(a, a32, d.m * d.k);
+      skinny_gemm(d.trans_b, d.m, d.n, d.k, a32, d.k, b, d.b_cols, c, d.n);
     } else {
-      bgemm(d.trans_a, d.trans_b, d.m, d.n, d.k, a, d.a_cols, b, d.b_cols, c.data(), d.n);
+      bgemm(d.trans_a, d.trans_b, d.m, d.n, d.k, a, d.a_cols, b, d.b_cols, c, d.n);
     }
-    to_bf16(c.data(), bf16(out) + p * d.m * d.n, d.m * d.n);
+    to_bf16(c, bf16(out) + p * d.m * d.n, d.m * d.n);
   }
 }
 
