@@ -28,7 +28,12 @@ class Casts {
   NodeId to(NodeId x, DType dt) {
     if (g_.node(x).dtype == dt) return x;
     auto [it, fresh] = cache_.try_emplace({x, dt}, -1);
-    if (fresh) it->second = g_.add(OpKind::cast, {x}, CastAttrs{dt}, g_.node(x).name + "." + std::string(dtype_name(dt)));
+    if (fresh) {
+      // "<x's name>.bf16": the scope prefix g.add puts back is taken off x's full name first.
+      std::string base = g_.node(x).name;
+      if (const std::string scope = g_.qualify(""); base.starts_with(scope)) base.erase(0, scope.size());
+      it->second = g_.add(OpKind::cast, {x}, CastAttrs{dt}, base + "." + std::string(dtype_name(dt)));
+    }
     return it->second;
   }
 

@@ -165,3 +165,38 @@ def test_export_bf16_loads_in_transformers_and_reimports(tandem, baby_runs, tmp_
     re = load_torch(str(back / "model.safetensors"))
     for k, t in st.items():
         assert re[k].dtype == torch.float32 and torch.equal(re[k], t.float()), k
+
+
+# --- qualification: a kernel that accumulates in bf16 is caught -----------------------------------
+
+BF16ACC = ["--fault", "op=matmul,kind=bf16acc"]
+
+
+def test_bf16acc_fault_fails_the_accumulation_probe(tandem, tmp_path):
+    report = tmp_path / "conform.json"
+    r = tandem.run("conform", "--backend", "faulty:cpu", *BF16ACC, "--op", "matmul", "--dtype", "bf16",
+                   "--json", report)
+    assert r.returncode != 0, r.describe()
+    rows = json.loads(report.read_text())["rows"]
+    probe = [row for row in rows if row["case"] == "matmul_acc_probe_k1024" and row["node"] == "out"][0]
+    # bf16 accumulation over K = 1024: far over the bound (measured ~90x), not a rounding-level miss
+    assert probe["status"] == "FAIL" and probe["error"] > 20 * probe["tolerance"], probe
+    honest = tandem("conform", "--backend", "cpu", "--op", "matmul", "--dtype", "bf16")
+    assert "0 FAIL" in honest.stdout
+
+
+def test_bf16acc_fault_is_named_by_diff_and_fails_parity(tandem, char_data):
+    small = ["--set", "precision=bf16", "--set", "batch_size=4"]
+    r = tandem.run("diff", "--config", "baby-gpt", "--data", char_data, "--backends", "cpu,faulty:cpu", *BF16ACC, *small)
+    assert r.returncode != 0 and "(matmul)" in r.stdout + r.stderr, r.describe()
+    assert "its inputs agree: the op itself is wrong" in r.stdout, r.describe()
+    p = tandem.run("parity", "--config", "baby-gpt", "--data", char_data, "--backends", "cpu,faulty:cpu", *BF16ACC,
+                   *small, "--steps", "2")
+    assert p.returncode != 0 and "verdict: FAIL" in p.stdout, p.describe()
+    ok = tandem("parity", "--config", "baby-gpt", "--data", char_data, "--backends", "cpu,cpu", *small, "--steps", "2")
+    assert "verdict: PASS" in ok.stdout
+
+
+def test_bf16acc_needs_matmul(tandem):
+    r = tandem.run("conform", "--backend", "faulty:cpu", "--fault", "op=softmax,kind=bf16acc")
+    assert r.returncode != 0 and "needs op=matmul" in r.stderr, r.describe()

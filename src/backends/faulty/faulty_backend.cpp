@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/graph.h"
+#include "ops/matmul.h"
 #include "ops/op.h"
 
 namespace tandem {
@@ -23,6 +24,7 @@ const char* kind_name(FaultSpec::Kind k) {
     case FaultSpec::Kind::element: return "element";
     case FaultSpec::Kind::tile: return "tile";
     case FaultSpec::Kind::stuck: return "stuck";
+    case FaultSpec::Kind::bf16acc: return "bf16acc";
   }
   return "?";
 }
@@ -32,7 +34,7 @@ std::set<std::string> kind_keys(FaultSpec::Kind k) {
   switch (k) {
     case FaultSpec::Kind::scale: return {"eps"};
     case FaultSpec::Kind::bitflip: return {"rate"};
-    case FaultSpec::Kind::bf16: case FaultSpec::Kind::dropgrad: return {};
+    case FaultSpec::Kind::bf16: case FaultSpec::Kind::dropgrad: case FaultSpec::Kind::bf16acc: return {};
     case FaultSpec::Kind::element: return {"eps", "index"};
     case FaultSpec::Kind::tile: return {"eps", "index", "size"};
     case FaultSpec::Kind::stuck: return {"bit", "lane", "lanes", "value"};
@@ -94,7 +96,8 @@ FaultSpec FaultSpec::parse(const std::string& spec) {
         else if (v == "element") f.kind = Kind::element;
         else if (v == "tile") f.kind = Kind::tile;
         else if (v == "stuck") f.kind = Kind::stuck;
-        else throw Error("--fault: unknown kind '" + v + "' (scale, bitflip, bf16, dropgrad, element, tile, stuck)");
+        else if (v == "bf16acc") f.kind = Kind::bf16acc;
+        else throw Error("--fault: unknown kind '" + v + "' (scale, bitflip, bf16, dropgrad, element, tile, stuck, bf16acc)");
       } else {
         throw Error("--fault: unknown key '" + k +
                     "' (op, kind, eps, rate, index, size, bit, lane, lanes, value, every, p, seed)");
@@ -129,6 +132,8 @@ FaultSpec FaultSpec::parse(const std::string& spec) {
           "), got ", f.lane);
     check(f.value == 0 || f.value == 1, "--fault: value must be 0 or 1, got ", f.value);
   }
+  check(f.kind != Kind::bf16acc || f.op == "matmul", "--fault: kind=bf16acc recomputes a matmul; it needs op=matmul, not ",
+        f.op);
   check(!(f.kind == Kind::dropgrad && f.on_optimizer()), "--fault: kind=dropgrad needs a graph op with gradient nodes, not ",
         f.op);
   return f;
@@ -145,7 +150,7 @@ std::string FaultSpec::describe() const {
       o << ",eps=" << eps << ",size=" << size << (index >= 0 ? ",index=" + std::to_string(index) : "");
       break;
     case Kind::stuck: o << ",bit=" << bit << ",lane=" << lane << ",lanes=" << lanes << ",value=" << value; break;
-    case Kind::bf16: case Kind::dropgrad: break;
+    case Kind::bf16: case Kind::dropgrad: case Kind::bf16acc: break;
   }
   if (every != 1) o << ",every=" << every;
   if (p != 1) o << ",p=" << p;
@@ -229,16 +234,57 @@ void FaultyBackend::perturb(std::span<float> v) {
       }
       break;
     }
-    case FaultSpec::Kind::dropgrad: break;
+    case FaultSpec::Kind::dropgrad: case FaultSpec::Kind::bf16acc: break;
   }
 }
 
-void FaultyBackend::perturb_tensor(const Tensor& t, const std::string& what) {
-  check(t.dtype == DType::f32, "faulty backend: fault kinds act on f32 outputs, ", what, " is ", dtype_name(t.dtype));
+namespace {
+std::vector<float> download_floats(Backend& be, const Tensor& t) {
   std::vector<float> v(static_cast<size_t>(t.numel()));
-  inner_->download(v.data(), t.storage->handle, t.offset, t.nbytes());
+  if (t.dtype == DType::f32) {
+    be.download(v.data(), t.storage->handle, t.offset, t.nbytes());
+  } else {
+    std::vector<uint16_t> h(v.size());
+    be.download(h.data(), t.storage->handle, t.offset, t.nbytes());
+    bf16_to_f32(h.data(), v.data(), v.size());
+  }
+  return v;
+}
+void upload_floats(Backend& be, const Tensor& t, const std::vector<float>& v) {
+  if (t.dtype == DType::f32) return be.upload(t.storage->handle, t.offset, v.data(), t.nbytes());
+  std::vector<uint16_t> h(v.size());
+  f32_to_bf16(v.data(), h.data(), v.size());
+  be.upload(t.storage->handle, t.offset, h.data(), t.nbytes());
+}
+
+// op(A) . op(B) with the running sum of every element rounded to bf16 after each multiply-add.
+std::vector<float> bf16_accumulated_matmul(const Node& node, const std::vector<float>& A, const std::vector<float>& B,
+                                           const Shape& a_shape, const Shape& b_shape) {
+  const MatmulDims d = matmul_dims(node, a_shape, b_shape);
+  std::vector<float> C(static_cast<size_t>(d.batch * d.m * d.n));
+  for (int64_t p = 0; p < d.batch; ++p) {
+    const float* a = A.data() + p * d.a_rows * d.a_cols;
+    const float* b = B.data() + (d.batched ? p * d.b_rows * d.b_cols : 0);
+    for (int64_t i = 0; i < d.m; ++i)
+      for (int64_t j = 0; j < d.n; ++j) {
+        float acc = 0.0f;
+        for (int64_t k = 0; k < d.k; ++k) {
+          const float av = d.trans_a ? a[k * d.a_cols + i] : a[i * d.a_cols + k];
+          const float bv = d.trans_b ? b[j * d.b_cols + k] : b[k * d.b_cols + j];
+          acc = round_bf16(acc + av * bv);
+        }
+        C[static_cast<size_t>((p * d.m + i) * d.n + j)] = acc;
+      }
+  }
+  return C;
+}
+}  // namespace
+
+void FaultyBackend::perturb_tensor(const Tensor& t, const std::string& what) {
+  check(is_float(t.dtype), "faulty backend: fault kinds act on float outputs, ", what, " is ", dtype_name(t.dtype));
+  std::vector<float> v = download_floats(*inner_, t);
   perturb(v);
-  inner_->upload(t.storage->handle, t.offset, v.data(), t.nbytes());
+  upload_floats(*inner_, t, v);
 }
 
 void FaultyBackend::execute(const Node& node, std::span<const Tensor> inputs, const Tensor& output) {
@@ -248,6 +294,13 @@ void FaultyBackend::execute(const Node& node, std::span<const Tensor> inputs, co
   if (!fires()) return;
   if (spec_.kind == FaultSpec::Kind::dropgrad) {
     inner_->zero(output.storage->handle, output.offset, output.nbytes());
+    return;
+  }
+  if (spec_.kind == FaultSpec::Kind::bf16acc) {
+    inner_->sync();
+    upload_floats(*inner_, output,
+                  bf16_accumulated_matmul(node, download_floats(*inner_, inputs[0]), download_floats(*inner_, inputs[1]),
+                                          inputs[0].shape, inputs[1].shape));
     return;
   }
   perturb_tensor(output, "node '" + node.name + "'");

@@ -17,6 +17,11 @@
 //   kind=stuck,bit=B[,lane=L][,lanes=W][,value=0|1]  bit B (0-31 of the f32 pattern) stuck at
 //                                    value (default 1) in one lane: elements i with i % W == L
 //                                    (defaults L = 0, W = 32: one lane of a warp or SIMD row)
+//   kind=bf16acc                     matmul only: the product recomputed with its running sum
+//                                    rounded to bf16 after every multiply-add (a kernel that
+//                                    accumulates in bf16 instead of f32, the classic low-precision bug)
+// bf16 outputs are perturbed on their widened f32 values and rounded back (RNE); the bits of a
+// bf16 value are bits 16-31 of its f32 pattern.
 // Intermittent, on any kind: every=N (the fault fires on the N-th, 2N-th, ... execution of the
 // op; default 1: every execution) and p=P (each of those fires with probability P; default 1);
 // seed=S seeds p and bitflip.
@@ -38,7 +43,7 @@
 namespace tandem {
 
 struct FaultSpec {
-  enum class Kind { scale, bitflip, bf16, dropgrad, element, tile, stuck };
+  enum class Kind { scale, bitflip, bf16, dropgrad, element, tile, stuck, bf16acc };
   std::string op;
   Kind kind = Kind::scale;
   double eps = 1e-3;
