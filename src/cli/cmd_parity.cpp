@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -95,10 +96,43 @@ void register_diff(CLI::App& app) {
                   "nodes; one element off by 1e-3 at the node's largest magnitude is 1e-3)")
       ->capture_default_str();
   cmd->add_flag("--all", p->all, "Print every node's error, not only the first divergence");
-  cmd->callback([p] {
+  auto precision = std::make_shared<std::string>();
+  cmd->add_option("--precision", *precision,
+                  "A,B: each side's precision (f32 or bf16, e.g. f32,bf16 on cpu,cpu): the same step in both, every "
+                  "node's error against its op class's bf16 bound, largest ratios first (where bf16 loses precision)");
+  cmd->callback([p, precision] {
     split_backends(p->backends, p->o);
+    if (!precision->empty()) {
+      const auto comma = precision->find(',');
+      check(comma != std::string::npos, "--precision: expected A,B (e.g. f32,bf16), got '", *precision, "'");
+      p->o.precision_a = precision->substr(0, comma);
+      p->o.precision_b = precision->substr(comma + 1);
+    }
     const auto r = qualify::run_diff(p->o, p->bound, p->max_rel);
     std::printf("loss: %s %.6f, %s %.6f\n", p->o.backend_a.c_str(), r.loss_a, p->o.backend_b.c_str(), r.loss_b);
+    if (r.mixed) {
+      // Where the lower precision's error concentrates: nodes by NMSE over their class bound.
+      std::vector<const qualify::NodeDiff*> by_ratio;
+      for (const auto& n : r.nodes) by_ratio.push_back(&n);
+      auto ratio = [](const qualify::NodeDiff* n) { return n->class_bound > 0 ? n->nmse / n->class_bound : n->nmse > 0 ? INFINITY : 0.0; };
+      std::stable_sort(by_ratio.begin(), by_ratio.end(), [&](auto* a, auto* b) { return ratio(a) > ratio(b); });
+      int over = 0;
+      for (auto* n : by_ratio) over += ratio(n) > 1;
+      std::printf("%s (%s) vs %s (%s): %zu nodes compared; %d above their op class's bf16 NMSE bound (errors accumulate "
+                  "through the graph: a node's error includes its inputs')\n",
+                  p->o.backend_b.c_str(), p->o.precision_b.c_str(), p->o.backend_a.c_str(), p->o.precision_a.c_str(),
+                  r.nodes.size(), over);
+      std::printf("  %-20s %-52s %10s %10s %8s %10s\n", "op", "node", "nmse", "bound", "ratio", "max_rel");
+      const size_t shown = p->all ? by_ratio.size() : std::min<size_t>(15, by_ratio.size());
+      for (size_t i = 0; i < shown; ++i) {
+        const auto* n = by_ratio[i];
+        std::printf("  %-20s %-52s %10.3g %10.3g %8.3g %10.3g\n", n->op.c_str(), n->name.c_str(), n->nmse, n->class_bound,
+                    ratio(n), n->max_rel);
+      }
+      for (const auto& n : r.nodes)
+        check(n.finite, "diff: node '", n.name, "' is not finite in ", p->o.precision_b);
+      return;
+    }
     double worst = 0, worst_rel = 0;
     for (const auto& n : r.nodes) {
       worst = std::max(worst, n.nmse);

@@ -1,4 +1,5 @@
 #include "qualify/parity.h"
+#include "qualify/tolerance.h"
 
 #include <cmath>
 #include <cstdio>
@@ -174,14 +175,31 @@ ParityResult run_parity(const TwoBackendOptions& o, int64_t steps, const ParityB
 DiffResult run_diff(const TwoBackendOptions& o, double nmse_bound, double max_rel_bound) {
   Setup s = setup(o);
   const int64_t B = s.cfg.batch_size, T = s.cfg.block_size;
-  Graph g;
-  const ModelNodes nodes = s.model->build(g, B, T, GraphMode::train);
-  std::vector<NodeId> wrt;
-  for (const auto& spec : s.model->param_specs())
-    if (spec.trainable) wrt.push_back(nodes.params.at(spec.name));  // buffers (MoE routing bias) get no gradient
-  const Backward bw = build_backward(g, nodes.loss, wrt);
-  std::set<NodeId> keep;
-  for (const Node& n : g.nodes()) keep.insert(n.id);
+  // One graph per side: the same step, in each side's precision (--precision A,B; default both the
+  // config's). Nodes are matched by name; a bf16 graph's extra cast nodes have no f32 partner.
+  struct Side {
+    Graph g;
+    ModelNodes nodes;
+    Backward bw;
+  };
+  auto dtype_of = [&](const std::string& p) {
+    check(p.empty() || p == "f32" || p == "bf16", "--precision: '", p, "' is not f32 or bf16");
+    return p.empty() ? compute_dtype(s.cfg) : p == "bf16" ? DType::bf16 : DType::f32;
+  };
+  auto build = [&](Side& side, DType precision) {
+    s.model->set_compute_dtype(precision);
+    side.nodes = s.model->build(side.g, B, T, GraphMode::train);
+    std::vector<NodeId> wrt;
+    for (const auto& spec : s.model->param_specs())
+      if (spec.trainable) wrt.push_back(side.nodes.params.at(spec.name));  // buffers (MoE routing bias) get no gradient
+    side.bw = build_backward(side.g, side.nodes.loss, wrt);
+  };
+  Side sa, sb;
+  const DType prec_a = dtype_of(o.precision_a), prec_b = dtype_of(o.precision_b);
+  build(sa, prec_a);
+  build(sb, prec_b);
+  const Graph& g = sa.g;
+  const ModelNodes& nodes = sa.nodes;
 
   BatchLoader loader(s.train, static_cast<int>(B), static_cast<int>(T), o.seed);
   std::vector<int32_t> x(static_cast<size_t>(B * T)), y(x.size()), pos(static_cast<size_t>(T));
@@ -193,27 +211,34 @@ DiffResult run_diff(const TwoBackendOptions& o, double nmse_bound, double max_re
     ParamStore params;
     std::unique_ptr<Program> prog;
   };
-  auto run = [&](Backend& be) {
-    Run r{ParamStore::init(*s.model, be, o.seed), std::make_unique<Program>(g, be, keep)};
-    r.params.bind(*r.prog, nodes);
-    r.prog->bind(nodes.input_ids, Tensor::from_host_i32(be, {B, T}, x));
-    r.prog->bind(nodes.labels, Tensor::from_host_i32(be, {B, T}, y));
-    if (nodes.position_ids >= 0) r.prog->bind(nodes.position_ids, Tensor::from_host_i32(be, {T}, pos));
-    r.prog->bind(bw.seed, Tensor::from_host(be, {}, one));
+  auto run = [&](Backend& be, const Side& side) {
+    std::set<NodeId> keep;
+    for (const Node& n : side.g.nodes()) keep.insert(n.id);
+    Run r{ParamStore::init(*s.model, be, o.seed), std::make_unique<Program>(side.g, be, keep)};
+    r.params.bind(*r.prog, side.nodes);
+    r.prog->bind(side.nodes.input_ids, Tensor::from_host_i32(be, {B, T}, x));
+    r.prog->bind(side.nodes.labels, Tensor::from_host_i32(be, {B, T}, y));
+    if (side.nodes.position_ids >= 0) r.prog->bind(side.nodes.position_ids, Tensor::from_host_i32(be, {T}, pos));
+    r.prog->bind(side.bw.seed, Tensor::from_host(be, {}, one));
     r.prog->run();
     return r;
   };
-  Run ra = run(*s.a), rb = run(*s.b);
+  Run ra = run(*s.a, sa), rb = run(*s.b, sb);
   check_fault_used(s, "diff", {});  // one forward and backward: no optimizer kernel
 
+  const bool r_mixed = prec_a != prec_b;
   auto node_diff = [&](NodeId id) {
     const Node& n = g.node(id);
     NodeDiff d{n.name, op_name(n.op)};
+    const NodeId id_b = sb.g.find(n.name);
+    if (id_b < 0) return d;  // a cast of the other precision's graph: no partner
+    d.matched = true;
+    if (r_mixed) d.class_bound = tolerance_for(n.op, DType::bf16).nmse;
     if (n.dtype == DType::i32) {  // ids: exact (bf16 values are compared widened, like f32)
-      d.nmse = d.max_rel = ra.prog->get(id).to_host_i32() == rb.prog->get(id).to_host_i32() ? 0.0 : INFINITY;
+      d.nmse = d.max_rel = ra.prog->get(id).to_host_i32() == rb.prog->get(id_b).to_host_i32() ? 0.0 : INFINITY;
       return d;
     }
-    const auto va = ra.prog->get(id).to_host(), vb = rb.prog->get(id).to_host();
+    const auto va = ra.prog->get(id).to_host(), vb = rb.prog->get(id_b).to_host();
     const std::vector<double> want(va.begin(), va.end());
     const ErrorStats e = compare(vb, want);
     d.finite = e.finite();
@@ -222,12 +247,16 @@ DiffResult run_diff(const TwoBackendOptions& o, double nmse_bound, double max_re
     return d;
   };
   DiffResult r;
+  r.mixed = r_mixed;
   r.loss_a = ra.prog->get(nodes.loss).to_host()[0];
-  r.loss_b = rb.prog->get(nodes.loss).to_host()[0];
+  r.loss_b = rb.prog->get(sb.nodes.loss).to_host()[0];
   for (const Node& n : g.nodes()) {
     if (n.op == OpKind::input || n.op == OpKind::param || n.op == OpKind::reshape) continue;
-    r.nodes.push_back(node_diff(n.id));
-    if (r.first_bad < 0 && !r.nodes.back().within(nmse_bound, max_rel_bound)) {
+    NodeDiff d = node_diff(n.id);
+    if (!d.matched) continue;
+    r.nodes.push_back(d);
+    // Two precisions: a report of where the lower one's error sits, not a divergence verdict.
+    if (!r.mixed && r.first_bad < 0 && !r.nodes.back().within(nmse_bound, max_rel_bound)) {
       r.first_bad = static_cast<int>(r.nodes.size()) - 1;
       for (NodeId in : n.inputs) r.first_bad_inputs.push_back(node_diff(in));
     }

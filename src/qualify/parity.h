@@ -22,6 +22,7 @@ struct TwoBackendOptions {
   std::string backend_a = "cpu", backend_b;
   std::string fault;  // for whichever of the two is faulty:<B>
   uint64_t seed = 1337;
+  std::string precision_a, precision_b;  // diff: each side's precision (f32|bf16; empty: the config's)
 };
 
 // The defaults hold fp32 backends over 200 baby-gpt steps (README: measured cpu vs opencl).
@@ -52,6 +53,8 @@ struct NodeDiff {
   double nmse = 0;
   double max_rel = 0;  // max |b - a| / max |a| (compare.h): one bad element, lane or tile
   bool finite = true;
+  bool matched = false;     // the node exists on both sides (a cast exists in a bf16 graph only)
+  double class_bound = 0;   // two precisions: the NMSE bound of the node's op class in bf16 (tolerance.h)
   bool within(double nmse_bound, double max_rel_bound) const {
     return nmse <= nmse_bound && max_rel <= max_rel_bound;
   }
@@ -62,6 +65,7 @@ struct DiffResult {
   std::vector<NodeDiff> first_bad_inputs;
   double loss_a = 0, loss_b = 0;
   std::string fault_report;
+  bool mixed = false;  // the sides ran in different precisions: a report, no first divergence
 };
 // A node diverges when its NMSE exceeds nmse_bound or its max_rel exceeds max_rel_bound.
 DiffResult run_diff(const TwoBackendOptions& o, double nmse_bound, double max_rel_bound);

@@ -200,3 +200,18 @@ def test_bf16acc_fault_is_named_by_diff_and_fails_parity(tandem, char_data):
 def test_bf16acc_needs_matmul(tandem):
     r = tandem.run("conform", "--backend", "faulty:cpu", "--fault", "op=softmax,kind=bf16acc")
     assert r.returncode != 0 and "needs op=matmul" in r.stderr, r.describe()
+
+
+def test_diff_across_precisions_reports_where_bf16_loses(tandem, char_data):
+    r = tandem("diff", "--config", "baby-gpt", "--data", char_data, "--backends", "cpu,cpu", "--precision", "f32,bf16",
+               "--set", "batch_size=4")
+    out = r.stdout
+    assert "cpu (bf16) vs cpu (f32)" in out, out
+    rows = [line.split() for line in out.splitlines() if line.startswith("  ") and "transformer." in line]
+    assert len(rows) == 15, out
+    ratios = [float(row[4]) for row in rows]
+    assert ratios == sorted(ratios, reverse=True) and ratios[0] > 0
+    # every node's bf16 error stays within a few bf16 roundings of f32 after one layer stack
+    assert all(float(row[2]) < 1e-3 for row in rows), out
+    bad = tandem.run("diff", "--config", "baby-gpt", "--data", char_data, "--backends", "cpu,cpu", "--precision", "f32")
+    assert bad.returncode != 0 and "expected A,B" in bad.stderr, bad.describe()
