@@ -13,6 +13,8 @@
 #                  reported, so a slow spell of the machine hits one round, not one side
 #   --round-steps S  baby-gpt steps per short round (default 300; gpt2-124m rounds use --big-steps)
 #   --out DIR      where data, runs and logs go (default runs/bench-<timestamp>)
+#   --precision P  f32 (default) or bf16 on both sides: tandem --set precision=bf16, torch under
+#                  torch.autocast("cpu", dtype=torch.bfloat16) (fused AdamW on the f32 master)
 # Environment: TANDEM_BIN (default build/tandem), PYTHON (default .venv/bin/python),
 #   THREADS (torch threads, default 2), SGEMM_PEAK_GFLOPS (the sgemm ceiling; default: measured at
 #   the start of the run with build/tandem_bench_gemm on a 2048^3 GEMM, the faster of OpenBLAS and
@@ -34,6 +36,7 @@ DO_BIG=1
 ROUNDS=3
 ROUND_STEPS=300
 OUT=""
+PRECISION=f32
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --steps) STEPS="$2"; shift 2;;
@@ -44,6 +47,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) ROUNDS="$2"; shift 2;;
     --round-steps) ROUND_STEPS="$2"; shift 2;;
     --out) OUT="$2"; shift 2;;
+    --precision) PRECISION="$2"; shift 2;;
     -h|--help) sed -n '2,24p' "$0"; exit 0;;
     *) echo "bench_train.sh: unknown argument $1" >&2; exit 2;;
   esac
@@ -55,10 +59,12 @@ OUT="${OUT:-$ROOT/runs/bench-$(date +%Y%m%d-%H%M%S)}"
 (( BIG_SKIP < BIG_STEPS )) || { echo "bench_train.sh: --big-skip must be < --big-steps" >&2; exit 2; }
 (( ROUND_STEPS > BABY_SKIP )) || { echo "bench_train.sh: --round-steps must be > $BABY_SKIP" >&2; exit 2; }
 
+[[ "$PRECISION" == f32 || "$PRECISION" == bf16 ]] || { echo "bench_train.sh: --precision f32|bf16" >&2; exit 2; }
+P_SET=(--set "precision=$PRECISION")  # both sides, every run
 mkdir -p "$OUT"
 source bench/common.sh
 
-say "output: $OUT"
+say "output: $OUT (precision $PRECISION on both sides)"
 measure_sgemm_ceiling "$OUT"
 say "tandem: $TANDEM"
 say "torch:  $("$PY" -c 'import torch; print(torch.__version__)') ($THREADS threads)"
@@ -69,24 +75,24 @@ timed "$OUT/prepare.log" "${CLEAN[@]}" "$TANDEM" prepare --input data/tinyshakes
 if [[ $DO_BABY -eq 1 ]]; then
   say "baby-gpt, $STEPS steps: tandem"
   timed "$OUT/tandem-baby.log" "${CLEAN[@]}" "$TANDEM" train --config baby-gpt --data "$OUT/data" \
-    --out "$OUT/tandem-baby" --steps "$STEPS" --seed 1337
+    --out "$OUT/tandem-baby" --steps "$STEPS" --seed 1337 "${P_SET[@]}"
   say "baby-gpt, $STEPS steps: torch"
   timed "$OUT/torch-baby.log" "${CLEAN[@]}" "$PY" reference/torch_gpt.py train --config baby-gpt \
     --data "$OUT/data" --steps "$STEPS" --seed 1337 --threads "$THREADS" \
-    --skip-steps "$BABY_SKIP" --metrics "$OUT/torch-baby.jsonl" --quiet
+    --skip-steps "$BABY_SKIP" --metrics "$OUT/torch-baby.jsonl" --quiet "${P_SET[@]}"
   for ((r = 1; r <= ROUNDS; r++)); do
     say "baby-gpt round $r/$ROUNDS, $ROUND_STEPS steps, no evaluation: tandem, then torch"
     timed "$OUT/tandem-baby-r$r.log" "${CLEAN[@]}" "$TANDEM" train --config baby-gpt --data "$OUT/data" \
-      --out "$OUT/tandem-baby-r$r" --steps "$ROUND_STEPS" --seed 1337 --set eval_interval=1000000
+      --out "$OUT/tandem-baby-r$r" --steps "$ROUND_STEPS" --seed 1337 --set eval_interval=1000000 "${P_SET[@]}"
     timed "$OUT/torch-baby-r$r.log" "${CLEAN[@]}" "$PY" reference/torch_gpt.py train --config baby-gpt \
       --data "$OUT/data" --steps "$ROUND_STEPS" --seed 1337 --threads "$THREADS" \
-      --skip-steps "$BABY_SKIP" --metrics "$OUT/torch-baby-r$r.jsonl" --quiet --set eval_interval=1000000
+      --skip-steps "$BABY_SKIP" --metrics "$OUT/torch-baby-r$r.jsonl" --quiet --set eval_interval=1000000 "${P_SET[@]}"
   done
 fi
 
 if [[ $DO_BIG -eq 1 ]]; then
   BIG_SET=(--set vocab_size=50257 --set batch_size=4 --set block_size=64
-           --set eval_interval=100000 --set eval_steps=1)
+           --set eval_interval=100000 --set eval_steps=1 "${P_SET[@]}")
   say "gpt2-124m (vocab 50257), batch 4 x 64, $BIG_STEPS steps: tandem"
   timed "$OUT/tandem-big.log" "${CLEAN[@]}" "$TANDEM" train --config gpt2-124m --data "$OUT/data" \
     --out "$OUT/tandem-big" --steps "$BIG_STEPS" --seed 1337 "${BIG_SET[@]}"
@@ -104,13 +110,17 @@ if [[ $DO_BIG -eq 1 ]]; then
   done
 fi
 
-"$PY" - "$OUT" "$DO_BABY" "$BABY_SKIP" "$DO_BIG" "$BIG_SKIP" "$ROUNDS" <<'PYEOF'
+BENCH_PRECISION="$PRECISION" "$PY" - "$OUT" "$DO_BABY" "$BABY_SKIP" "$DO_BIG" "$BIG_SKIP" "$ROUNDS" <<'PYEOF'
 import json, os, statistics, sys
 sys.path.insert(0, "reference")
 from torch_gpt import load_config
 
 out, do_baby, baby_skip, do_big, big_skip, rounds = sys.argv[1], *map(int, sys.argv[2:])
-peak = float(os.environ["SGEMM_PEAK_GFLOPS"])
+# The roofline: the sgemm ceiling, or in bf16 the bf16 GEMM ceiling measured in the same run.
+precision = os.environ.get("BENCH_PRECISION", "f32")
+if precision == "bf16" and not os.environ.get("BF16_PEAK_GFLOPS"):
+    raise SystemExit("bench_train.sh: no bf16 ceiling (unset SGEMM_PEAK_GFLOPS so the run measures both)")
+peak = float(os.environ["BF16_PEAK_GFLOPS"] if precision == "bf16" else os.environ["SGEMM_PEAK_GFLOPS"])
 
 
 def records(path):
@@ -173,7 +183,7 @@ def section(name, preset, sets, tag, skip):
     print(f"\n== {name}: batch {cfg['batch_size']} x block {cfg['block_size']}, vocab {cfg['vocab_size']}, "
           f"steps timed after the first {skip} ==")
     print(f"FLOPs/token = 6*(12*L*C^2 + V*C) + 12*L*C*T = {fpt / 1e6:.1f} MFLOP "
-          f"(sgemm ceiling: {peak:.0f} GFLOP/s)")
+          f"({'bf16 GEMM' if precision == 'bf16' else 'sgemm'} ceiling: {peak:.0f} GFLOP/s; precision {precision})")
     print(f"{'side':8} {'tokens/s':>10} {'median':>10} {'s/step':>9} {'GFLOP/s':>8} {'%sgemm':>7} "
           f"{'val loss':>9} {'wall s':>8}")
     for side, tps, sps, gf, val, wall, med in rows:

@@ -31,6 +31,9 @@ measure_sgemm_ceiling() {
     SGEMM_PEAK_GFLOPS=$(awk -F'|' '/^peak square/ { split($2, a, " "); split($3, b, " "); print (a[2] > b[2] ? a[2] : b[2]) }' "$log")
     [[ -n "$SGEMM_PEAK_GFLOPS" ]] || { echo "$BENCH_NAME: no result in $log" >&2; exit 1; }
     say "sgemm ceiling: $SGEMM_PEAK_GFLOPS GFLOP/s ($(grep '^peak square' "$log"))"
+    # the same run's bf16 GEMM (tandem's bgemm on the same 2048^3 operands rounded to bf16)
+    BF16_PEAK_GFLOPS=$(awk -F'|' '/^peak square/ { split($5, c, " "); print c[2] }' "$log")
+    say "bf16 GEMM ceiling: ${BF16_PEAK_GFLOPS:-n/a} GFLOP/s ($(grep '^bf16 GEMM' "$log"))"
   fi
-  export SGEMM_PEAK_GFLOPS
+  export SGEMM_PEAK_GFLOPS BF16_PEAK_GFLOPS
 }

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 MODEL_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "layer_norm_epsilon")
 TRAIN_KEYS = ("batch_size", "block_size", "max_steps", "learning_rate", "min_lr", "warmup_steps",
               "lr_decay_steps", "weight_decay", "beta1", "beta2", "adam_eps", "grad_clip",
-              "grad_accum", "eval_interval", "eval_steps")
+              "grad_accum", "eval_interval", "eval_steps", "precision")
 ALL_KEYS = MODEL_KEYS + TRAIN_KEYS
 
 DEFAULTS = dict(layer_norm_epsilon=1e-5, adam_eps=1e-8, grad_clip=1.0, grad_accum=1,
@@ -78,7 +78,10 @@ def load_config(name_or_file: str, overrides: list[str] | None = None) -> dict:
         key, sep, val = kv.partition("=")
         if not sep:
             raise SystemExit(f"--set expects key=value, got {kv!r}")
-        cfg[key] = json.loads(val)
+        try:
+            cfg[key] = json.loads(val)
+        except ValueError:
+            cfg[key] = val  # a bare string, e.g. precision=bf16
     unknown = sorted(set(cfg) - set(ALL_KEYS))
     if unknown:
         raise SystemExit(f"unknown config key(s): {', '.join(unknown)}")
@@ -355,6 +358,11 @@ def train(cfg: dict, data_dir: str, seed: int, skip_steps: int, metrics_path: st
     # baby-gpt with 2 threads, after ~55 s of compilation, so eager is the default (as nanoGPT's
     # CPU recipe, compile=False).
     fwd = torch.compile(model) if compile_model else model
+    # precision=bf16: PyTorch's own mixed precision on the CPU (bf16 matmuls, f32 master weights,
+    # optimizer and loss), the peer of tandem's --precision bf16.
+    if cfg.get("precision", "f32") not in ("f32", "bf16"):
+        raise SystemExit(f"precision {cfg['precision']!r} is not f32 or bf16")
+    bf16 = cfg.get("precision") == "bf16"
     B, T, accum = cfg["batch_size"], cfg["block_size"], cfg["grad_accum"]
     tr_batches = Batches(train_tokens, B, T, seed)
     val_batches = Batches(val_tokens, B, T, seed + 1)
@@ -377,7 +385,8 @@ def train(cfg: dict, data_dir: str, seed: int, skip_steps: int, metrics_path: st
         loss_sum = 0.0
         for _ in range(accum):
             x, y = tr_batches.next()
-            _, loss = fwd(x, y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                _, loss = fwd(x, y)
             (loss / accum).backward() if accum > 1 else loss.backward()
             loss_sum += loss.item()
         grad_norm = clip_grads(model, cfg["grad_clip"])
@@ -408,6 +417,7 @@ def train(cfg: dict, data_dir: str, seed: int, skip_steps: int, metrics_path: st
                    n_params=model.num_params(),
                    n_params_nonembedding=model.num_params(non_embedding=True),
                    threads=torch.get_num_threads(), torch=torch.__version__, compiled=compile_model,
+                   precision=cfg.get("precision", "f32"),
                    optimizer="fused AdamW" if opt.defaults.get("fused") else "foreach AdamW")
     print(json.dumps(dict(summary=summary)), flush=True)
     return summary
