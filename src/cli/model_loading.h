@@ -23,8 +23,9 @@ struct LoadedModel {
 
 // `path`: a model/checkpoint directory, or a run directory (its newest checkpoint). The checkpoint
 // is verified when it has a manifest.
-// `weights`: the dtype the weight matrices are used in, "f32" or "bf16" (computing in bf16 mixed
-// precision, models/precision.h); "" takes what the file stores.
+// `weights`: the dtype the weight matrices are used in: "f32", "bf16" (computing in bf16 mixed
+// precision, models/precision.h) or "q8_0" (quantized at load, f32 activations, cpu backend);
+// "" takes what the file stores (f32 or bf16).
 LoadedModel load_model(const std::filesystem::path& path, const std::string& backend, const std::string& weights = "");
 
 // Adds --weights to a command (generate, eval, serve).

@@ -1,5 +1,8 @@
 #include "core/dtype.h"
 
+#include <algorithm>
+#include <cmath>
+
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -34,6 +37,27 @@ void bf16_to_f32(const uint16_t* src, float* dst, size_t n) {
   }
 #endif
   for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+}
+
+void quantize_q8_0(const float* src, uint8_t* dst, int64_t n) {
+  for (int64_t b = 0; b < n / kQ8Block; ++b, src += kQ8Block, dst += kQ8BlockBytes) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < kQ8Block; ++i) amax = std::max(amax, std::fabs(src[i]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const _Float16 h = static_cast<_Float16>(d);  // round to nearest even, as ggml's fp32 -> fp16
+    std::memcpy(dst, &h, 2);
+    for (int64_t i = 0; i < kQ8Block; ++i) dst[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(src[i] * id)));
+  }
+}
+
+void dequantize_q8_0(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t b = 0; b < n / kQ8Block; ++b, src += kQ8BlockBytes, dst += kQ8Block) {
+    _Float16 h;
+    std::memcpy(&h, src, 2);
+    const float d = static_cast<float>(h);
+    for (int64_t i = 0; i < kQ8Block; ++i) dst[i] = d * static_cast<float>(static_cast<int8_t>(src[2 + i]));
+  }
 }
 
 }  // namespace tandem

@@ -1,5 +1,7 @@
 // Element types. f32 is the master type every kernel supports; bf16 is storage for mixed-precision
-// training and serving (arithmetic stays f32 inside kernels); i32 holds ids.
+// training and serving (arithmetic stays f32 inside kernels); i32 holds ids; q8_0 is GGUF's 8-bit
+// block format for serving weights: each block of 32 consecutive values of a row (the last dim)
+// is one fp16 scale d followed by 32 int8 q, value = d * q (34 bytes per 32 values).
 //
 // The f32 <-> bf16 conversion below is the one routine of the whole code base (kernels, checkpoint
 // import/export, the conformance harness, the OpenCL and CUDA kernels implement the same rule):
@@ -17,15 +19,26 @@
 
 namespace tandem {
 
-enum class DType : uint8_t { f32, bf16, i32 };
+enum class DType : uint8_t { f32, bf16, i32, q8_0 };
 
+constexpr int64_t kQ8Block = 32;        // values per q8_0 block
+constexpr size_t kQ8BlockBytes = 34;    // fp16 scale + 32 int8
+
+// Bytes per element of the element-addressed types (q8_0 is addressed by block: 0 here, see
+// storage_bytes).
 constexpr size_t dtype_size(DType t) {
   switch (t) {
     case DType::f32: return 4;
     case DType::bf16: return 2;
     case DType::i32: return 4;
+    case DType::q8_0: return 0;
   }
   return 0;
+}
+
+// Bytes of n values (q8_0: n must be a whole number of blocks).
+constexpr size_t storage_bytes(DType t, int64_t n) {
+  return t == DType::q8_0 ? static_cast<size_t>(n / kQ8Block) * kQ8BlockBytes : static_cast<size_t>(n) * dtype_size(t);
 }
 
 constexpr std::string_view dtype_name(DType t) {
@@ -33,6 +46,7 @@ constexpr std::string_view dtype_name(DType t) {
     case DType::f32: return "f32";
     case DType::bf16: return "bf16";
     case DType::i32: return "i32";
+    case DType::q8_0: return "q8_0";
   }
   return "?";
 }
@@ -61,5 +75,11 @@ inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 // Single-threaded: callers split large arrays across threads.
 void f32_to_bf16(const float* src, uint16_t* dst, size_t n);
 void bf16_to_f32(const uint16_t* src, float* dst, size_t n);
+
+// q8_0 of n values (a multiple of kQ8Block), exactly as ggml's reference quantizer
+// (quantize_row_q8_0_ref): per block amax = max |x|, d = amax / 127, q = round(x / d) (ties away
+// from zero), d stored as fp16 (round to nearest even); an all-zero block has d = 0 and q = 0.
+void quantize_q8_0(const float* src, uint8_t* dst, int64_t n);
+void dequantize_q8_0(const uint8_t* src, float* dst, int64_t n);
 
 }  // namespace tandem

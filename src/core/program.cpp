@@ -84,7 +84,7 @@ Program::Program(const Graph& graph, Backend& backend, const std::set<NodeId>& k
   for (size_t i = 0; i < n; ++i) {
     const Node& nd = graph.node(static_cast<NodeId>(i));
     if (!live_[i] || root[i] != static_cast<NodeId>(i) || nd.op == OpKind::input || nd.op == OpKind::param) continue;
-    blocks.push_back({i, align_up(static_cast<size_t>(nd.numel()) * dtype_size(nd.dtype)), 0});
+    blocks.push_back({i, align_up(storage_bytes(nd.dtype, nd.numel())), 0});
   }
   std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) {
     return a.size != b.size ? a.size > b.size : a.node < b.node;

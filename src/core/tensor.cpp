@@ -47,10 +47,14 @@ Tensor Tensor::reshaped(const Shape& new_shape) const {
 }
 
 std::vector<float> Tensor::to_host() const {
-  check(is_float(dtype) && is_contiguous(), "to_host: needs a contiguous f32 or bf16 tensor");
+  check((is_float(dtype) || dtype == DType::q8_0) && is_contiguous(), "to_host: needs a contiguous f32, bf16 or q8_0 tensor");
   std::vector<float> out(static_cast<size_t>(numel()));
   if (dtype == DType::f32) {
     backend().download(out.data(), storage->handle, offset, nbytes());
+  } else if (dtype == DType::q8_0) {
+    std::vector<uint8_t> q(nbytes());
+    backend().download(q.data(), storage->handle, offset, nbytes());
+    dequantize_q8_0(q.data(), out.data(), numel());
   } else {
     std::vector<uint16_t> h(out.size());
     backend().download(h.data(), storage->handle, offset, nbytes());
@@ -67,9 +71,16 @@ std::vector<int32_t> Tensor::to_host_i32() const {
 }
 
 void Tensor::copy_from_host(std::span<const float> data) {
-  check(is_float(dtype) && static_cast<int64_t>(data.size()) == numel() && is_contiguous(),
+  check((is_float(dtype) || dtype == DType::q8_0) && static_cast<int64_t>(data.size()) == numel() && is_contiguous(),
         "copy_from_host: ", data.size(), " floats into tensor ", shape_str(shape), " ", dtype_name(dtype));
   if (dtype == DType::f32) return backend().upload(storage->handle, offset, data.data(), nbytes());
+  if (dtype == DType::q8_0) {
+    check(!shape.empty() && shape.back() % kQ8Block == 0, "copy_from_host: q8_0 needs a last dim that is a multiple of ",
+          kQ8Block, ", tensor ", shape_str(shape));
+    std::vector<uint8_t> q(nbytes());
+    quantize_q8_0(data.data(), q.data(), numel());
+    return backend().upload(storage->handle, offset, q.data(), nbytes());
+  }
   std::vector<uint16_t> h(data.size());
   f32_to_bf16(data.data(), h.data(), h.size());
   backend().upload(storage->handle, offset, h.data(), nbytes());

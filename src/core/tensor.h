@@ -36,20 +36,22 @@ struct Tensor {
 
   static Tensor empty(Backend& backend, const Shape& shape, DType dtype);  // uninitialised
   static Tensor zeros(Backend& backend, const Shape& shape, DType dtype);
-  // f32 values stored as `dtype` (bf16: rounded by the one conversion routine, core/dtype.h).
+  // f32 values stored as `dtype` (bf16: rounded by the one conversion routine, q8_0: quantized by
+  // blocks of the last dim, which must be a multiple of 32; core/dtype.h).
   static Tensor from_host(Backend& backend, const Shape& shape, std::span<const float> data, DType dtype = DType::f32);
   static Tensor from_host_i32(Backend& backend, const Shape& shape, std::span<const int32_t> data);
 
   bool defined() const { return storage != nullptr; }
   int64_t numel() const { return tandem::numel(shape); }
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+  size_t nbytes() const { return storage_bytes(dtype, numel()); }
   bool is_contiguous() const { return strides == contiguous_strides(shape); }
   Backend& backend() const { return *storage->backend; }
 
   // A view of the same memory with another shape (the tensor must be contiguous).
   Tensor reshaped(const Shape& new_shape) const;
 
-  // Host copies (synchronous). Only contiguous tensors. to_host widens bf16 (exactly).
+  // Host copies (synchronous). Only contiguous tensors. to_host widens bf16 (exactly) and
+  // dequantizes q8_0.
   std::vector<float> to_host() const;
   std::vector<int32_t> to_host_i32() const;
   void copy_from_host(std::span<const float> data);

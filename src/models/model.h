@@ -78,9 +78,14 @@ class Model {
   void set_compute_dtype(DType dt) { compute_dtype_ = dt; }
   DType compute_dtype() const { return compute_dtype_; }
   // The dtype weights are bound in: f32 (the master) for training; serving may bind matrices
-  // (parameters of rank >= 2) converted to bf16 at load (ParamStore::convert_matrices).
+  // (parameters of rank >= 2) converted at load: bf16, or q8_0 for 2-D matrices whose rows are
+  // whole blocks of 32 (3-D expert stacks and odd widths stay f32 under q8_0).
   void set_weight_dtype(DType dt) { weight_dtype_ = dt; }
-  DType param_dtype(const ParamSpec& s) const { return s.shape.size() >= 2 ? weight_dtype_ : DType::f32; }
+  DType param_dtype(const ParamSpec& s) const {
+    if (s.shape.size() < 2) return DType::f32;
+    if (weight_dtype_ == DType::q8_0) return s.shape.size() == 2 && s.shape.back() % kQ8Block == 0 ? DType::q8_0 : DType::f32;
+    return weight_dtype_;
+  }
 
  protected:
   DType compute_dtype_ = DType::f32, weight_dtype_ = DType::f32;

@@ -8,8 +8,9 @@
 // (`f32`); `Casts` turns that into cast nodes, one per (value, dtype) per graph, so a weight used
 // twice (GPT-2's tied embedding) is rounded once.
 //
-// Weights may also arrive already converted (serving with --weights bf16: params declared bf16);
-// `compute` of a bf16 param is then the param itself, and `f32` of a bf16 embedding row a cast.
+// Weights may also arrive already converted (serving with --weights bf16|q8_0: params declared so);
+// `compute` of such a param is then the param itself, and `f32` of a bf16 embedding row a cast
+// (a q8_0 one a dequantizing cast).
 #pragma once
 #include <map>
 #include <string>
@@ -23,7 +24,8 @@ class Casts {
  public:
   Casts(Graph& g, DType compute) : g_(g), compute_(compute) {}
   DType compute_dtype() const { return compute_; }
-  NodeId compute(NodeId x) { return to(x, compute_); }
+  // q8_0 weights enter matmuls as they are (the kernel dequantizes); embeddings of them come out f32.
+  NodeId compute(NodeId x) { return g_.node(x).dtype == DType::q8_0 ? x : to(x, compute_); }
   NodeId f32(NodeId x) { return to(x, DType::f32); }
   NodeId to(NodeId x, DType dt) {
     if (g_.node(x).dtype == dt) return x;

@@ -1,4 +1,4 @@
-// cast: the one place a value changes dtype (f32 <-> bf16). Mixed-precision graphs say with cast
+// cast: the one place a value changes dtype (f32 <-> bf16; q8_0 weights dequantized to f32/bf16). Mixed-precision graphs say with cast
 // nodes where values are rounded; every other op keeps its inputs' dtype (ops/op.h default_dtype).
 // The reference rounds exactly as the kernels must (core/dtype.h: RNE, NaN kept quiet); the
 // backward rule casts the gradient back to the input's dtype (the adjoint of a rounding is the
@@ -9,9 +9,9 @@ namespace tandem {
 namespace {
 
 Shape cast_shape(const Node& n, std::span<const Node* const> in) {
-  const DType to = n.attr<CastAttrs>().to;
-  check(is_float(in[0]->dtype) && is_float(to), "cast at node '", n.name, "': casts between f32 and bf16 only, got ",
-        dtype_name(in[0]->dtype), " -> ", dtype_name(to));
+  const DType to = n.attr<CastAttrs>().to, from = in[0]->dtype;
+  check((is_float(from) || from == DType::q8_0) && is_float(to), "cast at node '", n.name,
+        "': casts between f32 and bf16, or dequantizes q8_0; got ", dtype_name(from), " -> ", dtype_name(to));
   return in[0]->shape;
 }
 
@@ -25,6 +25,7 @@ void cast_ref(const Node& n, std::span<const RefTensor* const> in, RefTensor& ou
   }
 }
 
+// (A q8_0 input's reference values are already its dequantized values: the cast is exact.)
 void cast_bwd(GradBuilder& b) {
   const DType from = b.input(0).dtype;
   NodeId g = b.grad_out();

@@ -8,8 +8,14 @@
 //    odd and even K (the vectorised and scalar packing paths), micro-tile and cache-block edges,
 //    leading dimensions larger than the minimum, thread-count independence. Bound per element:
 //    1e-6 * sqrt(K) * sum_k |a_ik b_kj| (the products are exact in f32; only f32 accumulation rounds).
+//  - q8_0 quantization: the bytes ggml's reference quantizer writes for the same f32 rows
+//    (tests/data/q8_0/vectors.json, made by gguf-py's port of it), and dequantization exact.
 #include <gtest/gtest.h>
 #include <omp.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <array>
@@ -175,6 +181,35 @@ TEST(Bgemm, ThreadCountDoesNotChangeBits) {
   tandem::cpu::bgemm(false, true, M, N, K, A.data(), K, B.data(), K, C2.data(), N);
   omp_set_num_threads(saved);
   EXPECT_EQ(0, std::memcmp(C1.data(), C2.data(), C1.size() * 4));
+}
+
+TEST(Q8_0, QuantizesAsGgmlsReferenceQuantizer) {
+  const auto path = std::filesystem::path(__FILE__).parent_path().parent_path() / "data" / "q8_0" / "vectors.json";
+  std::ifstream f(path);
+  ASSERT_TRUE(f.good()) << path;
+  const auto rows = nlohmann::json::parse(f);
+  ASSERT_GE(rows.size(), 5u);
+  for (const auto& row : rows) {
+    const auto x = row.at("values").get<std::vector<float>>();
+    const std::string want = row.at("q8_0").get<std::string>();
+    std::vector<uint8_t> q(static_cast<size_t>(x.size()) / 32 * 34);
+    tandem::quantize_q8_0(x.data(), q.data(), static_cast<int64_t>(x.size()));
+    std::string got;
+    char hex[3];
+    for (uint8_t b : q) {
+      std::snprintf(hex, sizeof hex, "%02x", b);
+      got += hex;
+    }
+    EXPECT_EQ(got, want) << "row of " << x.size() << " values starting " << x[0];
+    // dequantized: d * q exactly (fp16 d times an int8 is exact in f32)
+    std::vector<float> back(x.size());
+    tandem::dequantize_q8_0(q.data(), back.data(), static_cast<int64_t>(x.size()));
+    for (size_t i = 0; i < x.size(); ++i) {
+      _Float16 h;
+      std::memcpy(&h, q.data() + i / 32 * 34, 2);
+      EXPECT_EQ(back[i], static_cast<float>(h) * static_cast<float>(static_cast<int8_t>(q[i / 32 * 34 + 2 + i % 32])));
+    }
+  }
 }
 
 }  // namespace

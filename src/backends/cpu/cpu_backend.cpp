@@ -71,6 +71,8 @@ void CpuBackend::execute(const Node& node, std::span<const Tensor> inputs, const
   for (const Tensor& t : inputs)
     check(t.is_contiguous(), "cpu backend: op ", op_name(node.op), " at node '", node.name,
           "' got a non-contiguous input");
+  for (const Tensor& t : inputs)
+    if (t.dtype == DType::q8_0) return cpu::run_q8_0(node, inputs, output);
   bool bf16_io = output.dtype == DType::bf16;
   for (const Tensor& t : inputs) bf16_io = bf16_io || t.dtype == DType::bf16;
   if (bf16_io && node.op != OpKind::cast && node.op != OpKind::matmul) return cpu::run_widened(k, node, inputs, output);

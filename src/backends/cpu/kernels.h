@@ -88,6 +88,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 void to_bf16(const float* src, uint16_t* dst, int64_t n);
 void to_f32(const uint16_t* src, float* dst, int64_t n);
 void run_widened(Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out);
+// Ops with a q8_0 input (q8_0.cpp): matmul (the weight), embedding (the table), cast (dequantize).
+void run_q8_0(const Node& node, std::span<const Tensor> in, const Tensor& out);
 // Per-thread f32 scratch that bf16 staging reuses across calls (slot 0: the output, 1..: inputs;
 // matmul's f32 result uses slot 0 too). Valid until the next call with the same slot.
 constexpr int kScratchSlots = 8;

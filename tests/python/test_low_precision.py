@@ -1,4 +1,6 @@
-"""bf16 mixed-precision training (--precision bf16), against f32 training as the reference.
+"""Low precision: bf16 mixed-precision training (--precision bf16) against f32 training as the
+reference, bf16 and q8_0 weights for serving, bf16 interchange with transformers, and the
+qualification of bf16 kernels (the bf16acc fault).
 
 What is checked, with its bound:
 - same seed and data: the first step's loss in bf16 within 2e-3 relative of f32's (baby-gpt and a
@@ -115,8 +117,8 @@ def test_bad_precision_is_a_clear_error(tandem, char_data, tmp_path):
 
 # --- serving and interchange in bf16 ---------------------------------------------------------------
 
-def eval_loss(tandem, model, data, *extra):
-    out = tandem("eval", "--model", model, "--data", data, "--max-batches", "4", "--block", "64", *extra).stdout
+def eval_loss(tandem, model, data, *extra, block=64):
+    out = tandem("eval", "--model", model, "--data", data, "--max-batches", "4", "--block", str(block), *extra).stdout
     return float(out.split()[1])
 
 
@@ -215,3 +217,31 @@ def test_diff_across_precisions_reports_where_bf16_loses(tandem, char_data):
     assert all(float(row[2]) < 1e-3 for row in rows), out
     bad = tandem.run("diff", "--config", "baby-gpt", "--data", char_data, "--backends", "cpu,cpu", "--precision", "f32")
     assert bad.returncode != 0 and "expected A,B" in bad.stderr, bad.describe()
+
+
+# --- q8_0 weights ------------------------------------------------------------------------------------
+
+def test_weights_q8_0_eval_within_one_percent_perplexity(tandem, baby_runs, char_data):
+    run = baby_runs["f32"]
+    f32, q8 = eval_loss(tandem, run, char_data), eval_loss(tandem, run, char_data, "--weights", "q8_0")
+    assert q8 != f32, "q8_0 weights changed nothing: not in effect"
+    # perplexity within +1% (issue bound): exp(q8 - f32) <= 1.01
+    assert np.exp(q8 - f32) <= 1.01 and np.exp(f32 - q8) <= 1.01, (f32, q8)
+    a = tandem("generate", "--model", run, "--prompt", "ROMEO:", "--max-tokens", "24", "--temperature", "0").stdout
+    b = tandem("generate", "--model", run, "--prompt", "ROMEO:", "--max-tokens", "24", "--temperature", "0",
+               "--weights", "q8_0").stdout
+    assert a[:14] == b[:14], (a, b)
+
+
+def test_weights_q8_0_deepseek(tandem, bpe_data, tmp_path):
+    run = train(tandem, bpe_data, tmp_path / "ds", "f32", 20, *DS_SMALL, config="ds-tiny")
+    f32 = eval_loss(tandem, run, bpe_data, block=32)
+    q8 = eval_loss(tandem, run, bpe_data, "--weights", "q8_0", block=32)
+    assert np.exp(abs(q8 - f32)) <= 1.01, (f32, q8)
+    tandem("generate", "--model", run, "--prompt", "To be", "--max-tokens", "8", "--temperature", "0", "--weights", "q8_0")
+
+
+def test_weights_q8_0_is_cpu_only(tandem, baby_runs):
+    r = tandem.run("generate", "--model", baby_runs["f32"], "--prompt", "A", "--max-tokens", "2", "--weights", "q8_0",
+                   "--backend", "opencl")
+    assert r.returncode != 0 and "cpu backend only" in r.stderr, r.describe()
