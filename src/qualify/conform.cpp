@@ -73,19 +73,7 @@ bool is_case_node(const CaseGraph& cg, const Node& n) {
   return n.name != "weighted" && n.name != "loss" && !n.name.starts_with("weighted.bwd.") && !n.name.starts_with("loss.bwd.");
 }
 
-// The verdict on both metrics; a failure says which bound and where the worst element sits.
-void judge(ConformRow& row, const ErrorStats& s) {
-  if (s.ok(row.tolerance, row.max_rel_tolerance)) return;
-  row.status = Status::fail;
-  char buf[160];
-  if (!s.finite()) std::snprintf(buf, sizeof buf, "%s", s.describe().c_str());
-  else
-    std::snprintf(buf, sizeof buf, "%s%s%s (max |err| %.3g at element %ld, max |ref| %.3g)",
-                  s.nmse > row.tolerance ? "nmse over bound" : "",
-                  s.nmse > row.tolerance && s.max_rel > row.max_rel_tolerance ? ", " : "",
-                  s.max_rel > row.max_rel_tolerance ? "max_rel over bound" : "", s.max_abs, s.worst, s.max_ref);
-  row.detail = buf;
-}
+
 
 ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTensor>& ref, const Node& graph_node,
                     DType dt, const std::string& case_name) {
@@ -170,8 +158,6 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
     const ErrorStats s = compare(got, want.data);
     const ErrorStats f = compare(got, want_format.data);
     row.format_error = f.nan || f.inf_mismatch ? INFINITY : f.nmse;
-    row.error = s.nan || s.inf_mismatch ? INFINITY : s.nmse;
-    row.max_rel = s.finite() ? s.max_rel : INFINITY;
     judge(row, s);
   } catch (const std::exception& e) {
     row.status = Status::fail;
@@ -182,6 +168,21 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
 }
 
 }  // namespace
+
+void judge(ConformRow& row, const ErrorStats& s) {
+  row.error = s.finite() ? s.nmse : INFINITY;
+  row.max_rel = s.finite() ? s.max_rel : INFINITY;
+  if (s.ok(row.tolerance, row.max_rel_tolerance)) return;
+  row.status = Status::fail;
+  char buf[160];
+  if (!s.finite()) std::snprintf(buf, sizeof buf, "%s", s.describe().c_str());
+  else
+    std::snprintf(buf, sizeof buf, "%s%s%s (max |err| %.3g at element %ld, max |ref| %.3g)",
+                  s.nmse > row.tolerance ? "nmse over bound" : "",
+                  s.nmse > row.tolerance && s.max_rel > row.max_rel_tolerance ? ", " : "",
+                  s.max_rel > row.max_rel_tolerance ? "max_rel over bound" : "", s.max_abs, s.worst, s.max_ref);
+  row.detail = buf;
+}
 
 std::vector<ConformRow> conform(Backend& backend, const ConformOptions& opts) {
   std::vector<ConformRow> rows;

@@ -42,4 +42,10 @@ struct ConformOptions {
 
 std::vector<ConformRow> conform(Backend& backend, const ConformOptions& opts);
 
+struct ErrorStats;
+// A row's verdict on both metrics (error, max_rel against their tolerances, which the row holds);
+// a failure's detail says which bound broke and where the worst element sits. Shared by the op
+// rows and the optimizer-kernel rows (optimizer_conform.h).
+void judge(ConformRow& row, const ErrorStats& s);
+
 }  // namespace tandem::qualify

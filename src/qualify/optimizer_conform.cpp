@@ -76,21 +76,6 @@ ConformRow make_row(const std::string& op, const std::string& case_name, const s
   return row;
 }
 
-void judge(ConformRow& row, const ErrorStats& s) {
-  row.error = s.finite() ? s.nmse : INFINITY;
-  row.max_rel = s.finite() ? s.max_rel : INFINITY;
-  if (s.ok(row.tolerance, row.max_rel_tolerance)) return;
-  row.status = Status::fail;
-  char buf[160];
-  if (!s.finite()) std::snprintf(buf, sizeof buf, "%s", s.describe().c_str());
-  else
-    std::snprintf(buf, sizeof buf, "%s%s%s (max |err| %.3g at element %ld, max |ref| %.3g)",
-                  s.nmse > row.tolerance ? "nmse over bound" : "",
-                  s.nmse > row.tolerance && s.max_rel > row.max_rel_tolerance ? ", " : "",
-                  s.max_rel > row.max_rel_tolerance ? "max_rel over bound" : "", s.max_abs, s.worst, s.max_ref);
-  row.detail = buf;
-}
-
 // Runs `body`, which fills the rows named in `nodes`; an exception fails all of them.
 void run_case(std::vector<ConformRow>& out, const std::string& op, const std::string& case_name,
               const std::vector<std::string>& nodes, const std::function<void(std::vector<ConformRow>&)>& body) {
