@@ -230,6 +230,18 @@ std::vector<OpCase> base_cases() {
          return g.add(K::grouped_matmul, {p(g, "x", {12, 4}), p(g, "w", {8, 4, 3}), g.input("ids@8", {6, 2}, DType::i32)},
                       GroupedMatmulAttrs{true}, "out");
        }},
+      // Very uneven expert loads, as a collapsing router produces: expert 0 takes every token but
+      // one, experts 1-3 the second choices, 4-7 nothing (zero-row GEMMs, zero weight gradients).
+      // Large enough (1.2 M multiply-adds) that the kernels' parallel, work-splitting paths run.
+      {"grouped_matmul_uneven_loads", K::grouped_matmul, [](Graph& g) {
+         return g.add(K::grouped_matmul, {p(g, "x", {600, 24}), p(g, "w", {8, 40, 24}), g.input("ids@8", {300, 2}, DType::i32)},
+                      GroupedMatmulAttrs{}, "out");
+       }, 1.0, [](const Node& n, std::mt19937& rng, double m) {
+         RefTensor t = random_leaf(n, rng, m);
+         if (n.dtype == DType::i32)
+           for (size_t f = 0; f < t.data.size(); ++f) t.data[f] = f % 2 == 0 ? (f == 10 ? 2 : 0) : 1 + static_cast<double>(f / 2 % 3);
+         return t;
+       }},
       {"route_weights_unnormalised", K::route_weights, [](Graph& g) {
          const RouteAttrs a{8, 3, 1, 1, false, 1.5f};
          NodeId s = p(g, "s", {4, 8});

@@ -204,4 +204,68 @@ TEST(Gemm, CalledFromInsideParallelRegion) {
   for (int t = 0; t < T; ++t) check(cases[t], ops[t], out[t]);
 }
 
+// Grouped GEMMs (the MoE experts as one job) against the float64 reference per group, with loads
+// from even to one hot group plus empty groups, big enough for the work-splitting schedule, and
+// bit-identical across thread counts (1, 2, 5) and to one sgemm call per group.
+TEST(Gemm, GroupedAgainstReferenceAndThreadCounts) {
+  const int64_t N = 40, K = 72;  // forward [rows, K] x op(B_e) [K, N]; weight gradient [N, K] per group
+  const std::vector<std::vector<int64_t>> loads = {{50, 50, 50, 50}, {0, 610, 3, 0, 0, 17, 1, 0}, {0, 0, 0}, {1500}};
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  const int saved = omp_get_max_threads();
+  for (const auto& load : loads) {
+    const int64_t E = static_cast<int64_t>(load.size());
+    std::vector<int64_t> off(static_cast<size_t>(E + 1), 0);
+    for (int64_t e = 0; e < E; ++e) off[e + 1] = off[e] + load[e];
+    const int64_t rows = off[E];
+    std::vector<float> A(static_cast<size_t>(std::max<int64_t>(1, rows * K))), B(static_cast<size_t>(E * N * K)),
+        G(static_cast<size_t>(std::max<int64_t>(1, rows * N)));
+    for (float& x : A) x = d(rng);
+    for (float& x : B) x = d(rng);
+    for (float& x : G) x = d(rng);
+    for (int form = 0; form < 3; ++form) {  // 0: A . B_e^T, 1: G . B_e, 2: G_e^T . A_e
+      const std::string what = "load " + std::to_string(load.size()) + " groups, form " + std::to_string(form);
+      const int64_t cols = form == 0 ? N : K, out = form == 2 ? E * N * K : rows * cols;
+      auto grouped = [&](int threads) {
+        omp_set_num_threads(threads);
+        std::vector<float> C(static_cast<size_t>(std::max<int64_t>(1, out)), std::numeric_limits<float>::quiet_NaN());
+        if (form == 0) tandem::cpu::grouped_sgemm(true, E, off.data(), N, K, A.data(), K, B.data(), K, N * K, C.data(), N);
+        else if (form == 1) tandem::cpu::grouped_sgemm(false, E, off.data(), K, N, G.data(), N, B.data(), K, N * K, C.data(), K);
+        else tandem::cpu::grouped_sgemm_tn(E, off.data(), N, K, G.data(), N, A.data(), K, C.data());
+        return C;
+      };
+      const std::vector<float> C = grouped(2);
+      for (int threads : {1, 5})
+        ASSERT_EQ(std::memcmp(C.data(), grouped(threads).data(), static_cast<size_t>(out) * 4), 0) << what << " threads " << threads;
+      omp_set_num_threads(saved);
+      int64_t bad = 0;
+      for (int64_t e = 0; e < E; ++e) {
+        const int64_t r0 = off[e], m = load[e];
+        // per group: C_e[i, j] = sum_k op(X)[i, k] op(Y)[k, j], its tolerance as in check()
+        const int64_t I = form == 2 ? N : m, J = cols, KK = form == 0 ? K : form == 1 ? N : m;
+        std::vector<float> one(static_cast<size_t>(std::max<int64_t>(1, I * J)));
+        if (form == 0) tandem::cpu::sgemm(false, true, I, J, KK, 1.0f, A.data() + r0 * K, K, B.data() + e * N * K, K, 0.0f, one.data(), J);
+        else if (form == 1) tandem::cpu::sgemm(false, false, I, J, KK, 1.0f, G.data() + r0 * N, N, B.data() + e * N * K, K, 0.0f, one.data(), J);
+        else tandem::cpu::sgemm(true, false, I, J, KK, 1.0f, G.data() + r0 * N, N, A.data() + r0 * K, K, 0.0f, one.data(), J);
+        const float* got = C.data() + (form == 2 ? e * N * K : r0 * cols);
+        ASSERT_EQ(std::memcmp(got, one.data(), static_cast<size_t>(I * J) * 4), 0) << what << ": group " << e << " differs from sgemm";
+        for (int64_t i = 0; i < I; ++i)
+          for (int64_t j = 0; j < J; ++j) {
+            double s = 0, mag = 0;
+            for (int64_t k = 0; k < KK; ++k) {
+              const double x = form == 0 ? A[(r0 + i) * K + k] : form == 1 ? G[(r0 + i) * N + k] : G[(r0 + k) * N + i];
+              const double y = form == 0 ? B[e * N * K + j * K + k] : form == 1 ? B[e * N * K + k * K + j] : A[(r0 + k) * K + j];
+              s += x * y;
+              mag += std::fabs(x * y);
+            }
+            if (!(std::fabs(got[i * J + j] - s) <= 1e-6 * std::sqrt(static_cast<double>(std::max<int64_t>(1, KK))) * mag + 1e-30) &&
+                ++bad <= 5)
+              ADD_FAILURE() << what << " group " << e << " at (" << i << "," << j << "): got " << got[i * J + j] << " want " << s;
+          }
+      }
+      EXPECT_EQ(bad, 0) << what;
+    }
+  }
+}
+
 }  // namespace

@@ -82,6 +82,11 @@ TANDEM_CPU_KERNEL(cast)
 // parallel region it runs on the calling thread only.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// The grouped GEMMs of the MoE kernels, contracts as grouped_sgemm / grouped_sgemm_tn (gemm.h).
+void grouped_gemm(bool trans_b, int64_t E, const int64_t* off, int64_t N, int64_t K, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, int64_t b_stride, float* C, int64_t ldc);
+void grouped_gemm_tn(int64_t E, const int64_t* off, int64_t M, int64_t N, const float* A, int64_t lda, const float* B,
+                     int64_t ldb, float* C);
 
 // bf16 storage (bf16.cpp): conversions split across threads, and any f32 kernel run on bf16
 // inputs / output (widened copies in, one rounding out).

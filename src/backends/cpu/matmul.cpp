@@ -28,6 +28,31 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
 #endif
 }
 
+// Without AVX-512, one OpenBLAS GEMM per group, the groups spread over the threads.
+void grouped_gemm(bool trans_b, int64_t E, const int64_t* off, int64_t N, int64_t K, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, int64_t b_stride, float* C, int64_t ldc) {
+#if defined(__AVX512F__)
+  grouped_sgemm(trans_b, E, off, N, K, A, lda, B, ldb, b_stride, C, ldc);
+#else
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t e = 0; e < E; ++e)
+    gemm(false, trans_b, off[e + 1] - off[e], N, K, 1.0f, A + off[e] * lda, lda, B + e * b_stride, ldb, 0.0f,
+         C + off[e] * ldc, ldc);
+#endif
+}
+
+void grouped_gemm_tn(int64_t E, const int64_t* off, int64_t M, int64_t N, const float* A, int64_t lda, const float* B,
+                     int64_t ldb, float* C) {
+#if defined(__AVX512F__)
+  grouped_sgemm_tn(E, off, M, N, A, lda, B, ldb, C);
+#else
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t e = 0; e < E; ++e)  // an empty group: K = 0 gives zeros
+    gemm(true, false, M, N, off[e + 1] - off[e], 1.0f, A + off[e] * lda, lda, B + off[e] * ldb, ldb, 0.0f,
+         C + e * M * N, N);
+#endif
+}
+
 // bf16 operands: f32 accumulation into an f32 scratch (bgemm), rounded once into the bf16 output.
 void matmul_bf16(const MatmulDims& d, std::span<const Tensor> in, const Tensor& out) {
   const uint16_t* A = bf16(in[0]);

@@ -97,23 +97,15 @@ void moe_dispatch_grad(const Node& node, std::span<const Tensor> in, const Tenso
   }
 }
 
-// One GEMM per expert segment; experts run in parallel (each GEMM on one thread).
+// All experts' GEMMs as one grouped job (gemm.h), rows already sorted by expert.
 void grouped_matmul(const Node& node, std::span<const Tensor> in, const Tensor& out) {
   const bool tw = node.attr<GroupedMatmulAttrs>().transpose_w;
   const int64_t E = in[1].shape[0], O = in[1].shape[1], I = in[1].shape[2];
   std::vector<int64_t> off, pos;
   order(node, in[2], E, off, pos);
-  const float* x = f32(in[0]);
-  const float* W = f32(in[1]);
-  float* y = f32(out);
   const int64_t xin = in[0].shape[1], yout = out.shape[1];
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = off[static_cast<size_t>(e)], m = off[static_cast<size_t>(e + 1)] - r0;
-    if (m == 0) continue;
-    if (!tw) gemm(false, true, m, O, I, 1.0f, x + r0 * xin, xin, W + e * O * I, I, 0.0f, y + r0 * yout, yout);
-    else gemm(false, false, m, I, O, 1.0f, x + r0 * xin, xin, W + e * O * I, I, 0.0f, y + r0 * yout, yout);
-  }
+  if (!tw) grouped_gemm(true, E, off.data(), O, I, f32(in[0]), xin, f32(in[1]), I, O * I, f32(out), yout);
+  else grouped_gemm(false, E, off.data(), I, O, f32(in[0]), xin, f32(in[1]), I, O * I, f32(out), yout);
 }
 
 // dW_e = g_e^T a_e: a [M, I], g [M, O] -> [E, O, I]; experts without tokens get zeros.
@@ -121,15 +113,7 @@ void grouped_matmul_grad_w(const Node& node, std::span<const Tensor> in, const T
   const int64_t E = out.shape[0], O = out.shape[1], I = out.shape[2];
   std::vector<int64_t> off, pos;
   order(node, in[2], E, off, pos);
-  const float* a = f32(in[0]);
-  const float* g = f32(in[1]);
-  float* dW = f32(out);
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t r0 = off[static_cast<size_t>(e)], m = off[static_cast<size_t>(e + 1)] - r0;
-    if (m == 0) std::memset(dW + e * O * I, 0, static_cast<size_t>(O * I) * 4);
-    else gemm(true, false, O, I, m, 1.0f, g + r0 * O, O, a + r0 * I, I, 0.0f, dW + e * O * I, I);
-  }
+  grouped_gemm_tn(E, off.data(), O, I, f32(in[1]), O, f32(in[0]), I, f32(out));
 }
 
 void moe_combine(const Node& node, std::span<const Tensor> in, const Tensor& out) {
