@@ -4,7 +4,9 @@
 // sgemm calls spread over the threads (tandem before the grouped GEMM), and a loop of OpenBLAS
 // sgemm calls (each call threaded by OpenBLAS: how PyTorch's per-expert loop runs). The machine's
 // sgemm ceiling (a 2048^3 GEMM, OpenBLAS and tandem, the faster) is measured in the same run and
-// every side is printed as GFLOP/s and % of it. bench/bench_moe.sh adds PyTorch's per-expert loop.
+// every side is printed as GFLOP/s and % of it; the bf16 grouped GEMM (vdpbf16ps) on the same
+// operands rounded to bf16, against the bf16 ceiling (a 2048^3 bgemm) of the same run.
+// bench/bench_moe.sh adds PyTorch's per-expert loop.
 //
 //   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE build/tandem_bench_moe [--filter SUBSTR] [--seconds S]
 //
@@ -25,6 +27,8 @@
 #include <vector>
 
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/gemm_bf16.h"
+#include "core/dtype.h"
 
 namespace {
 
@@ -103,7 +107,7 @@ int main(int argc, char** argv) {
   auto fill = [&](std::vector<float>& v) { for (float& x : v) x = dist(rng); };
 
   // The ceiling: a 2048^3 GEMM, OpenBLAS and tandem, alternately; the faster median.
-  double ceiling = 0;
+  double ceiling = 0, bf16_ceiling = 0;
   {
     const int64_t S = 2048;
     std::vector<float> A(S * S), B(S * S), C(S * S);
@@ -119,12 +123,23 @@ int main(int argc, char** argv) {
     }
     const double flop = 2.0 * S * S * S, gb = flop / median(tb) * 1e-9, gt = flop / median(tt) * 1e-9;
     ceiling = std::max(gb, gt);
-    std::printf("sgemm ceiling (2048^3): %.1f GFLOP/s (OpenBLAS %.1f, tandem %.1f)\n", ceiling, gb, gt);
+    std::vector<uint16_t> A16(S * S), B16(S * S);
+    tandem::f32_to_bf16(A.data(), A16.data(), A.size());
+    tandem::f32_to_bf16(B.data(), B16.data(), B.size());
+    std::vector<double> th;
+    for (int r = 0; r < 7; ++r) {
+      double a = now();
+      tandem::cpu::bgemm(false, false, S, S, S, A16.data(), S, B16.data(), S, C.data(), S);
+      if (r) th.push_back(now() - a);
+    }
+    bf16_ceiling = flop / median(th) * 1e-9;
+    std::printf("sgemm ceiling (2048^3): %.1f GFLOP/s (OpenBLAS %.1f, tandem %.1f); bf16 ceiling (tandem bgemm, %s): %.1f GFLOP/s\n",
+                ceiling, gb, gt, tandem::cpu::bgemm_native() ? "vdpbf16ps" : "widened to f32", bf16_ceiling);
   }
 
-  std::printf("%-9s %-7s %-11s %-28s | %8s %5s | %8s %5s | %8s %5s | %7s %7s\n", "model", "load", "gemm",
+  std::printf("%-9s %-7s %-11s %-28s | %8s %5s | %8s %5s | %8s %5s | %7s %7s | %8s %5s\n", "model", "load", "gemm",
               "rows per expert (min/max/0s)", "grouped", "%ceil", "loop", "%ceil", "openblas", "%ceil", "vs loop",
-              "vs oblas");
+              "vs oblas", "bf16 grp", "%bf16");
   double log_loop = 0, log_ob = 0;
   int count = 0;
   for (const Model& m : kModels) {
@@ -149,6 +164,15 @@ int main(int argc, char** argv) {
         std::vector<float> Y1(static_cast<size_t>(std::max(rows * std::max(O, I), E * O * I))), Y2(Y1.size()), Y3(Y1.size());
         std::vector<float> G(static_cast<size_t>(rows * O));
         fill(W), fill(X), fill(G);
+        std::vector<uint16_t> W16(W.size()), X16(X.size()), G16(G.size());
+        tandem::f32_to_bf16(W.data(), W16.data(), W.size());
+        tandem::f32_to_bf16(X.data(), X16.data(), X.size());
+        tandem::f32_to_bf16(G.data(), G16.data(), G.size());
+        auto grouped_bf16 = [&] {
+          if (g.form == 0) tandem::cpu::grouped_bgemm(true, E, off.data(), O, I, X16.data(), I, W16.data(), I, O * I, Y3.data(), O);
+          else if (g.form == 1) tandem::cpu::grouped_bgemm(false, E, off.data(), I, O, G16.data(), O, W16.data(), I, O * I, Y3.data(), I);
+          else tandem::cpu::grouped_bgemm_tn(E, off.data(), O, I, G16.data(), O, X16.data(), I, Y3.data());
+        };
         auto grouped = [&] {
           if (g.form == 0) tandem::cpu::grouped_sgemm(true, E, off.data(), O, I, X.data(), I, W.data(), I, O * I, Y1.data(), O);
           else if (g.form == 1) tandem::cpu::grouped_sgemm(false, E, off.data(), I, O, G.data(), O, W.data(), I, O * I, Y1.data(), I);
@@ -181,10 +205,10 @@ int main(int argc, char** argv) {
             });
         };
         double t0 = now();
-        for (int w = 0; w < 2; ++w) grouped(), loop(), openblas();
+        for (int w = 0; w < 2; ++w) grouped(), loop(), openblas(), grouped_bf16();
         const double per = (now() - t0) / 2;
         const int reps = std::clamp(static_cast<int>(3 * seconds / per), 5, 500);
-        std::vector<double> tg, tl, tb;
+        std::vector<double> tg, tl, tb, th;
         for (int r = 0; r < reps; ++r) {
           double a = now();
           grouped();
@@ -193,7 +217,9 @@ int main(int argc, char** argv) {
           double c = now();
           openblas();
           double d = now();
-          tg.push_back(b - a), tl.push_back(c - b), tb.push_back(d - c);
+          grouped_bf16();
+          double f = now();
+          tg.push_back(b - a), tl.push_back(c - b), tb.push_back(d - c), th.push_back(f - d);
         }
         // the grouped result against the loop of tandem sgemm calls: the same arithmetic per element
         const size_t used = static_cast<size_t>(g.form == 2 ? E * O * I : rows * (g.form == 0 ? O : I));
@@ -202,12 +228,14 @@ int main(int argc, char** argv) {
           return 1;
         }
         const double flop = 2.0 * static_cast<double>(rows) * static_cast<double>(O * I);
-        const double gg = flop / median(tg) * 1e-9, gl = flop / median(tl) * 1e-9, gb = flop / median(tb) * 1e-9;
+        const double gg = flop / median(tg) * 1e-9, gl = flop / median(tl) * 1e-9, gb = flop / median(tb) * 1e-9,
+                     gh = flop / median(th) * 1e-9;
         char loadtxt[64];
         std::snprintf(loadtxt, sizeof loadtxt, "%ldx(%ld..%ld) %ld empty", static_cast<long>(E), static_cast<long>(lo),
                       static_cast<long>(hi), static_cast<long>(zeros));
-        std::printf("%-9s %-7s %-11s %-28s | %8.1f %4.0f%% | %8.1f %4.0f%% | %8.1f %4.0f%% | %6.2fx %6.2fx\n", m.name, load,
-                    g.what, loadtxt, gg, 100 * gg / ceiling, gl, 100 * gl / ceiling, gb, 100 * gb / ceiling, gg / gl, gg / gb);
+        std::printf("%-9s %-7s %-11s %-28s | %8.1f %4.0f%% | %8.1f %4.0f%% | %8.1f %4.0f%% | %6.2fx %6.2fx | %8.1f %4.0f%%\n",
+                    m.name, load, g.what, loadtxt, gg, 100 * gg / ceiling, gl, 100 * gl / ceiling, gb, 100 * gb / ceiling,
+                    gg / gl, gg / gb, gh, 100 * gh / bf16_ceiling);
         std::fflush(stdout);
         log_loop += std::log(gg / gl), log_ob += std::log(gg / gb);
         ++count;

@@ -183,6 +183,47 @@ TEST(Bgemm, ThreadCountDoesNotChangeBits) {
   EXPECT_EQ(0, std::memcmp(C1.data(), C2.data(), C1.size() * 4));
 }
 
+// The grouped bf16 GEMMs: each group bit-identical to one bgemm call (the same kernel and K
+// blocking), whatever the thread count, with one hot group and empty ones (bgemm itself is checked
+// against float64 above).
+TEST(Bgemm, GroupedEqualsPerGroupBgemm) {
+  const int64_t N = 48, K = 70;
+  const std::vector<int64_t> load = {0, 700, 5, 0, 31, 1};
+  const int64_t E = static_cast<int64_t>(load.size());
+  std::vector<int64_t> off(static_cast<size_t>(E + 1), 0);
+  for (int64_t e = 0; e < E; ++e) off[e + 1] = off[e] + load[e];
+  const int64_t rows = off[E];
+  std::mt19937 rng(11);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<uint16_t> A(rows * K), B(E * N * K), G(rows * N);
+  for (auto* v : {&A, &B, &G})
+    for (auto& x : *v) x = f32_to_bf16(d(rng));
+  const int saved = omp_get_max_threads();
+  for (int form = 0; form < 3; ++form) {  // 0: A . B_e^T, 1: G . B_e, 2: G_e^T . A_e
+    const int64_t out = form == 2 ? E * N * K : rows * (form == 0 ? N : K);
+    std::vector<float> first;
+    for (int threads : {2, 1, 3}) {
+      omp_set_num_threads(threads);
+      std::vector<float> C(static_cast<size_t>(out), std::nanf(""));
+      if (form == 0) tandem::cpu::grouped_bgemm(true, E, off.data(), N, K, A.data(), K, B.data(), K, N * K, C.data(), N);
+      else if (form == 1) tandem::cpu::grouped_bgemm(false, E, off.data(), K, N, G.data(), N, B.data(), K, N * K, C.data(), K);
+      else tandem::cpu::grouped_bgemm_tn(E, off.data(), N, K, G.data(), N, A.data(), K, C.data());
+      if (first.empty()) first = C;
+      else EXPECT_EQ(0, std::memcmp(first.data(), C.data(), C.size() * 4)) << "form " << form << ", " << threads << " threads";
+    }
+    omp_set_num_threads(saved);
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t r0 = off[e], m = load[e];
+      std::vector<float> one(static_cast<size_t>(form == 2 ? N * K : m * (form == 0 ? N : K)) + 1);
+      if (form == 0) tandem::cpu::bgemm(false, true, m, N, K, A.data() + r0 * K, K, B.data() + e * N * K, K, one.data(), N);
+      else if (form == 1) tandem::cpu::bgemm(false, false, m, K, N, G.data() + r0 * N, N, B.data() + e * N * K, K, one.data(), K);
+      else tandem::cpu::bgemm(true, false, N, K, m, G.data() + r0 * N, N, A.data() + r0 * K, K, one.data(), K);
+      const float* got = first.data() + (form == 2 ? e * N * K : r0 * (form == 0 ? N : K));
+      EXPECT_EQ(0, std::memcmp(got, one.data(), (one.size() - 1) * 4)) << "form " << form << ", group " << e;
+    }
+  }
+}
+
 TEST(Q8_0, QuantizesAsGgmlsReferenceQuantizer) {
   const auto path = std::filesystem::path(__FILE__).parent_path().parent_path() / "data" / "q8_0" / "vectors.json";
   std::ifstream f(path);

@@ -271,43 +271,6 @@ void sgemm_avx512(const Problem& P) {
   }
 }
 
-// The grouped GEMMs' scheduler (gemm.h): a problem of at least twice total / (4 nt) multiply-adds
-// is cut into strips of whole micro-tiles of about that size, smaller ones stay whole (their packed
-// panels serve all of their C); items run largest first, dynamically scheduled, so the threads end
-// within about one item of each other (one hot expert is shared by all threads). A strip is cut
-// along the dimension with more tiles. gemm_rect computes every element the same
-// way whatever rectangle it belongs to, so the result does not depend on the cut or the schedule.
-void run_groups(const std::vector<Problem>& probs) {
-  struct Item {
-    const Problem* P;
-    int64_t m0, m1, n0, n1, cost;
-  };
-  int64_t total = 0;
-  for (const Problem& P : probs) total += P.M * P.N * P.K;
-  int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (total < (int64_t{1} << 18)) nt = 1;
-  const int64_t target = nt > 1 ? std::max<int64_t>(total / (4 * nt), 1) : total + 1;
-  std::vector<Item> items;
-  for (const Problem& P : probs) {
-    const int64_t cost = P.M * P.N * P.K, mtiles = (P.M + MR - 1) / MR, ntiles = (P.N + NR - 1) / NR;
-    const bool along_m = mtiles >= ntiles;
-    const int64_t tiles = along_m ? mtiles : ntiles;
-    const int64_t pieces = std::clamp<int64_t>(cost / target, 1, tiles);
-    for (int64_t p = 0; p < pieces; ++p) {
-      const int64_t t0 = tiles * p / pieces, t1 = tiles * (p + 1) / pieces;
-      if (along_m) items.push_back({&P, std::min(P.M, t0 * MR), std::min(P.M, t1 * MR), 0, P.N, cost * (t1 - t0) / tiles});
-      else items.push_back({&P, 0, P.M, std::min(P.N, t0 * NR), std::min(P.N, t1 * NR), cost * (t1 - t0) / tiles});
-    }
-  }
-  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
-  const int64_t n = static_cast<int64_t>(items.size());
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-  for (int64_t i = 0; i < n; ++i) {
-    const Item& it = items[static_cast<size_t>(i)];
-    gemm_rect(*it.P, it.m0, it.m1, it.n0, it.n1);
-  }
-}
-
 #else  // portable path
 
 // op(A)[i, k] . op(B)[k, j] summed in k order per element, in float (one rounding per step, like
@@ -360,7 +323,7 @@ void grouped_sgemm(bool trans_b, int64_t E, const int64_t* off, int64_t N, int64
         probs.push_back({false, trans_b, m, N, K, 1.0f, A + r0 * lda, lda, B + e * b_stride, ldb, 0.0f, C + r0 * ldc, ldc,
                          balanced_block(K, KC_MAX, 1)});
     }
-    run_groups(probs);
+    run_groups<MR, NR>(probs, gemm_rect);
     return;
   }
 #endif
@@ -381,7 +344,7 @@ void grouped_sgemm_tn(int64_t E, const int64_t* off, int64_t M, int64_t N, const
                          balanced_block(k, KC_MAX, 1)});
       else scale_c(M, N, 0.0f, C + e * M * N, N);
     }
-    run_groups(probs);
+    run_groups<MR, NR>(probs, gemm_rect);
     return;
   }
 #endif

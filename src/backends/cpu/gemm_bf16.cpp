@@ -244,4 +244,52 @@ void bgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A,
   widened_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
 }
 
+namespace {
+// Without vdpbf16ps: the operands widened to f32 (exact), then the f32 grouped GEMM.
+std::vector<float> widened(const uint16_t* p, int64_t n) {
+  std::vector<float> w(static_cast<size_t>(std::max<int64_t>(n, 1)));
+  bf16_to_f32(p, w.data(), static_cast<size_t>(n));
+  return w;
+}
+}  // namespace
+
+void grouped_bgemm(bool trans_b, int64_t E, const int64_t* off, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+                   const uint16_t* B, int64_t ldb, int64_t b_stride, float* C, int64_t ldc) {
+#ifdef __AVX512F__
+  if (bgemm_native() && K > 0 && N > 0) {
+    std::vector<Problem> probs;
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t r0 = off[e], m = off[e + 1] - r0;
+      if (m > 0)
+        probs.push_back({{A + r0 * lda, lda, true}, {B + e * b_stride, ldb, trans_b}, m, N, K, C + r0 * ldc, ldc,
+                         balanced_block(K, KC_MAX, 2)});
+    }
+    return run_groups<MR, NR>(probs, rect);
+  }
+#endif
+  const int64_t rows = off[E];
+  const std::vector<float> a = widened(A, rows * lda), b = widened(B, E * b_stride);
+  grouped_sgemm(trans_b, E, off, N, K, a.data(), lda, b.data(), ldb, b_stride, C, ldc);
+}
+
+void grouped_bgemm_tn(int64_t E, const int64_t* off, int64_t M, int64_t N, const uint16_t* A, int64_t lda,
+                      const uint16_t* B, int64_t ldb, float* C) {
+#ifdef __AVX512F__
+  if (bgemm_native() && M > 0 && N > 0) {
+    std::vector<Problem> probs;
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t r0 = off[e], k = off[e + 1] - r0;
+      if (k > 0)
+        probs.push_back({{A + r0 * lda, lda, false}, {B + r0 * ldb, ldb, false}, M, N, k, C + e * M * N, N,
+                         balanced_block(k, KC_MAX, 2)});
+      else std::fill(C + e * M * N, C + (e + 1) * M * N, 0.0f);
+    }
+    return run_groups<MR, NR>(probs, rect);
+  }
+#endif
+  const int64_t rows = off[E];
+  const std::vector<float> a = widened(A, rows * lda), b = widened(B, rows * ldb);
+  grouped_sgemm_tn(E, off, M, N, a.data(), lda, b.data(), ldb, C);
+}
+
 }  // namespace tandem::cpu

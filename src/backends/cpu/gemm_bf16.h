@@ -22,6 +22,13 @@ namespace tandem::cpu {
 void bgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
            const uint16_t* B, int64_t ldb, float* C, int64_t ldc);
 
+// The grouped GEMMs of gemm.h (grouped_sgemm, grouped_sgemm_tn: same contracts and schedule) on
+// bf16 operands, f32 results.
+void grouped_bgemm(bool trans_b, int64_t E, const int64_t* off, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+                   const uint16_t* B, int64_t ldb, int64_t b_stride, float* C, int64_t ldc);
+void grouped_bgemm_tn(int64_t E, const int64_t* off, int64_t M, int64_t N, const uint16_t* A, int64_t lda,
+                      const uint16_t* B, int64_t ldb, float* C);
+
 // Whether bgemm runs on vdpbf16ps on this CPU (for benchmarks and `tandem backends`).
 bool bgemm_native();
 

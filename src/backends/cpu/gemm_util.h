@@ -1,7 +1,12 @@
-// Pieces shared by the CPU GEMMs (gemm.cpp: f32, gemm_bf16.cpp: bf16): cache-block sizing and
-// the AVX-512 16 x 16 transpose of 32-bit lanes that packing uses (bf16 pairs move as 32-bit lanes).
+// Pieces shared by the CPU GEMMs (gemm.cpp: f32, gemm_bf16.cpp: bf16): cache-block sizing, the
+// grouped GEMMs' scheduler, and the AVX-512 16 x 16 transpose of 32-bit lanes that packing uses
+// (bf16 pairs move as 32-bit lanes).
 #pragma once
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -15,6 +20,45 @@ inline int64_t balanced_block(int64_t n, int64_t max_block, int64_t unit) {
   int64_t nblocks = (n + max_block - 1) / max_block;
   int64_t b = (n + nblocks - 1) / nblocks;
   return (b + unit - 1) / unit * unit;
+}
+
+// The grouped GEMMs' scheduler (gemm.h): a problem (P.M x P.N x P.K) of at least twice
+// total / (4 nt) multiply-adds is cut into strips of whole MR x NR micro-tiles of about that size,
+// smaller ones stay whole (their packed panels serve all of their C); items run largest first,
+// dynamically scheduled, so the threads end within about one item of each other (one hot expert is
+// shared by all threads). A strip is cut along the dimension with more tiles. `rect(P, m0, m1, n0,
+// n1)` computes a rectangle of C on the calling thread, every element the same way whatever
+// rectangle it belongs to, so the result depends on neither the cut nor the schedule.
+template <int MR, int NR, typename Problem, typename Rect>
+void run_groups(const std::vector<Problem>& probs, Rect rect) {
+  struct Item {
+    const Problem* P;
+    int64_t m0, m1, n0, n1, cost;
+  };
+  int64_t total = 0;
+  for (const Problem& P : probs) total += P.M * P.N * P.K;
+  int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (total < (int64_t{1} << 18)) nt = 1;
+  const int64_t target = nt > 1 ? std::max<int64_t>(total / (4 * nt), 1) : total + 1;
+  std::vector<Item> items;
+  for (const Problem& P : probs) {
+    const int64_t cost = P.M * P.N * P.K, mtiles = (P.M + MR - 1) / MR, ntiles = (P.N + NR - 1) / NR;
+    const bool along_m = mtiles >= ntiles;
+    const int64_t tiles = along_m ? mtiles : ntiles;
+    const int64_t pieces = std::clamp<int64_t>(cost / target, 1, tiles);
+    for (int64_t p = 0; p < pieces; ++p) {
+      const int64_t t0 = tiles * p / pieces, t1 = tiles * (p + 1) / pieces;
+      if (along_m) items.push_back({&P, std::min(P.M, t0 * MR), std::min(P.M, t1 * MR), 0, P.N, cost * (t1 - t0) / tiles});
+      else items.push_back({&P, 0, P.M, std::min(P.N, t0 * NR), std::min(P.N, t1 * NR), cost * (t1 - t0) / tiles});
+    }
+  }
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
+  const int64_t n = static_cast<int64_t>(items.size());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+  for (int64_t i = 0; i < n; ++i) {
+    const Item& it = items[static_cast<size_t>(i)];
+    rect(*it.P, it.m0, it.m1, it.n0, it.n1);
+  }
 }
 
 #ifdef __AVX512F__

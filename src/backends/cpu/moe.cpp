@@ -1,6 +1,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backends/cpu/gemm_bf16.h"
 #include "backends/cpu/kernels.h"
 #include "core/error.h"
 #include "ops/moe.h"
@@ -97,15 +98,21 @@ void moe_dispatch_grad(const Node& node, std::span<const Tensor> in, const Tenso
   }
 }
 
-// All experts' GEMMs as one grouped job (gemm.h), rows already sorted by expert.
+// All experts' GEMMs as one grouped job (gemm.h), rows already sorted by expert. bf16 operands:
+// vdpbf16ps into an f32 scratch, rounded once into the bf16 output (like matmul).
 void grouped_matmul(const Node& node, std::span<const Tensor> in, const Tensor& out) {
   const bool tw = node.attr<GroupedMatmulAttrs>().transpose_w;
   const int64_t E = in[1].shape[0], O = in[1].shape[1], I = in[1].shape[2];
   std::vector<int64_t> off, pos;
   order(node, in[2], E, off, pos);
   const int64_t xin = in[0].shape[1], yout = out.shape[1];
-  if (!tw) grouped_gemm(true, E, off.data(), O, I, f32(in[0]), xin, f32(in[1]), I, O * I, f32(out), yout);
-  else grouped_gemm(false, E, off.data(), I, O, f32(in[0]), xin, f32(in[1]), I, O * I, f32(out), yout);
+  const int64_t N = tw ? I : O, K = tw ? O : I;
+  if (out.dtype == DType::bf16) {
+    float* y = scratch(0, out.numel());
+    grouped_bgemm(!tw, E, off.data(), N, K, bf16(in[0]), xin, bf16(in[1]), I, O * I, y, yout);
+    return to_bf16(y, bf16(out), out.numel());
+  }
+  grouped_gemm(!tw, E, off.data(), N, K, f32(in[0]), xin, f32(in[1]), I, O * I, f32(out), yout);
 }
 
 // dW_e = g_e^T a_e: a [M, I], g [M, O] -> [E, O, I]; experts without tokens get zeros.
@@ -113,6 +120,11 @@ void grouped_matmul_grad_w(const Node& node, std::span<const Tensor> in, const T
   const int64_t E = out.shape[0], O = out.shape[1], I = out.shape[2];
   std::vector<int64_t> off, pos;
   order(node, in[2], E, off, pos);
+  if (out.dtype == DType::bf16) {
+    float* dW = scratch(0, out.numel());
+    grouped_bgemm_tn(E, off.data(), O, I, bf16(in[1]), O, bf16(in[0]), I, dW);
+    return to_bf16(dW, bf16(out), out.numel());
+  }
   grouped_gemm_tn(E, off.data(), O, I, f32(in[1]), O, f32(in[0]), I, f32(out));
 }
 
