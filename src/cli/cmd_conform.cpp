@@ -61,7 +61,10 @@ void register_conform(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   cmd->add_option("--backend", o->backend, "Backend to qualify (cpu, opencl, cuda, faulty:<backend>; `tandem backends` lists this build's)")->capture_default_str();
   cmd->add_option("--op", o->op, "Only this op's cases (and rows whose node is this op)");
-  cmd->add_option("--dtype", o->dtype, "Only this dtype (default: f32 and bf16)")->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_option("--dtype", o->dtype,
+                  "Only this dtype (default: all three; q8_0 rows: matmuls and embeddings with a q8_0 weight, f32 "
+                  "activations)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
   cmd->add_option("--json", o->json, "Also write the rows as JSON to this file");
   cmd->add_option("--fault", o->fault,
                   "Fault spec for faulty:<backend>: op=NAME,kind=scale|bitflip|bf16|dropgrad|element|tile|stuck[,...]"
@@ -72,6 +75,7 @@ void register_conform(CLI::App& app) {
     if (!o->op.empty()) opts.op = o->op;
     if (o->dtype == "f32") opts.dtypes = {DType::f32};
     if (o->dtype == "bf16") opts.dtypes = {DType::bf16};
+    if (o->dtype == "q8_0") opts.dtypes = {DType::q8_0};
     auto* faulty = dynamic_cast<FaultyBackend*>(backend.get());
     if (faulty && opts.op && (faulty->spec().on_optimizer() || qualify::is_optimizer_kernel(*opts.op)))
       check(faulty->spec().op == *opts.op, "conform: --fault op=", faulty->spec().op, " is not in the rows --op ", *opts.op,

@@ -22,8 +22,6 @@ LoadedModel load_model(const fs::path& path, const std::string& backend, const s
                     : weights == "bf16" ? DType::bf16
                     : weights == "q8_0" ? DType::q8_0
                                         : DType::f32;
-  check(wdt != DType::q8_0 || backend == "cpu", "--weights q8_0: runs on the cpu backend only (its q8_0 kernels), not ",
-        backend);
   m.model->set_weight_dtype(wdt);
   m.model->set_compute_dtype(wdt == DType::bf16 ? DType::bf16 : DType::f32);  // q8_0 weights, f32 activations
   m.params = std::make_unique<ParamStore>(ParamStore::load(*m.model, *m.backend, std::move(st), file));
@@ -34,8 +32,8 @@ LoadedModel load_model(const fs::path& path, const std::string& backend, const s
 void add_weights_option(CLI::App* cmd, std::string& weights) {
   cmd->add_option("--weights", weights,
                   "Weight dtype: f32; bf16 (matrices converted at load, bf16 mixed-precision compute); q8_0 (2-D "
-                  "matrices quantized at load to GGUF's q8_0, f32 activations; cpu backend). The KV cache stays f32. "
-                  "Default: as the model file stores them")
+                  "matrices quantized at load to GGUF's q8_0, f32 activations; fast q8_0 kernels on cpu, dequantized "
+                  "copies on opencl and cuda). The KV cache stays f32. Default: as the model file stores them")
       ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
 }
 

@@ -27,9 +27,17 @@ namespace {
 constexpr size_t kGuard = 64;           // bytes before and after every buffer
 constexpr unsigned char kSentinel = 0xCD;  // 0xCDCDCDCD is -4.3e8 as f32: loud if left unwritten
 
-// The reference rounded to what the backend receives.
+// The reference rounded to what the backend receives (q8_0: quantized, then dequantized exactly).
 RefTensor rounded(const RefTensor& t, DType dt) {
   RefTensor r = t;
+  if (dt == DType::q8_0) {
+    std::vector<float> f(r.data.begin(), r.data.end());
+    std::vector<unsigned char> q(storage_bytes(DType::q8_0, r.numel()));
+    quantize_q8_0(f.data(), q.data(), r.numel());
+    dequantize_q8_0(q.data(), f.data(), r.numel());
+    std::copy(f.begin(), f.end(), r.data.begin());
+    return r;
+  }
   for (double& v : r.data) {
     if (dt == DType::f32) v = static_cast<float>(v);
     else if (dt == DType::bf16) v = bf16_to_f32(f32_to_bf16(static_cast<float>(v)));
@@ -38,7 +46,12 @@ RefTensor rounded(const RefTensor& t, DType dt) {
 }
 
 std::vector<unsigned char> encode(const RefTensor& t, DType dt) {
-  std::vector<unsigned char> bytes(static_cast<size_t>(t.numel()) * dtype_size(dt));
+  std::vector<unsigned char> bytes(storage_bytes(dt, t.numel()));
+  if (dt == DType::q8_0) {
+    std::vector<float> f(t.data.begin(), t.data.end());
+    quantize_q8_0(f.data(), bytes.data(), t.numel());
+    return bytes;
+  }
   for (size_t i = 0; i < t.data.size(); ++i) {
     if (dt == DType::f32) {
       const float f = static_cast<float>(t.data[i]);
@@ -65,6 +78,17 @@ Tensor guarded(Backend& be, const Shape& shape, DType dt) {
   return t;
 }
 
+// The input a q8_0 row quantizes: the weight of a matmul (the plain, 2-D right operand) or the
+// table of an embedding, whole q8_0 blocks along its last dimension; -1 when the node has none.
+// q8_0 is a serving format: only forward nodes are q8_0 rows.
+int q8_0_operand(const CaseGraph& cg, const Node& n) {
+  if (n.id > cg.out || (n.op != OpKind::matmul && n.op != OpKind::embedding)) return -1;
+  const Node& w = cg.graph.node(n.inputs[1]);
+  if (w.shape.size() != 2 || w.shape[1] % kQ8Block != 0 || !is_float(w.dtype)) return -1;
+  if (n.op == OpKind::matmul && n.attr<MatmulAttrs>().trans_a) return -1;
+  return 1;
+}
+
 // Which nodes of a case graph are rows: the case's own op nodes and everything their backward
 // rules added (intermediate nodes' too); the harness around it (weighted sum, its gradients) is not.
 bool is_case_node(const CaseGraph& cg, const Node& n) {
@@ -84,7 +108,9 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
   const bool ids_out = graph_node.dtype == DType::i32;
   // A cast's dtypes are what it is about: its node runs as built (in the bf16 rows).
   const bool fixed = graph_node.op == OpKind::cast;
-  if (!ids_out && !fixed) node.dtype = dt;
+  // A q8_0 row: one input (the weight) in q8_0, the others and the output f32 (tolerance.h).
+  const int q8 = dt == DType::q8_0 ? q8_0_operand(cg, graph_node) : -1;
+  if (!ids_out && !fixed) node.dtype = q8 >= 0 ? DType::f32 : dt;
   const Tolerance tol = tolerance_for(node.op, dt);
   ConformRow row;
   row.op = op_name(node.op);
@@ -109,9 +135,13 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
   try {
     std::vector<RefTensor> ins_ref;
     std::vector<Tensor> ins;
-    for (NodeId id : node.inputs) {
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      const NodeId id = node.inputs[i];
       const Node& in = cg.graph.node(id);
-      const DType in_dt = in.dtype == DType::i32 ? DType::i32 : fixed ? in.dtype : dt;
+      const DType in_dt = in.dtype == DType::i32 ? DType::i32
+                          : fixed                ? in.dtype
+                          : q8 >= 0              ? (static_cast<int>(i) == q8 ? DType::q8_0 : DType::f32)
+                                                 : dt;
       ins_ref.push_back(rounded(ref[static_cast<size_t>(id)], in_dt));
       Tensor t = guarded(be, in.shape, in_dt);
       const auto bytes = encode(ins_ref.back(), in_dt);
@@ -197,6 +227,7 @@ std::vector<ConformRow> conform(Backend& backend, const ConformOptions& opts) {
       for (const Node& n : cg.graph.nodes()) {
         if (!is_case_node(cg, n)) continue;
         if (n.op == OpKind::cast && dt != DType::bf16) continue;  // a cast row is a bf16 row
+        if (dt == DType::q8_0 && q8_0_operand(cg, n) < 0) continue;  // q8_0 rows: weights of matmuls, embeddings
         if (opts.op && op_name(c.op) != *opts.op && op_name(n.op) != *opts.op) continue;
         rows.push_back(run_node(backend, cg, ref, n, dt, c.name));
       }

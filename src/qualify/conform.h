@@ -37,7 +37,9 @@ struct ConformRow {
 
 struct ConformOptions {
   std::optional<std::string> op;    // only cases of this op, or rows whose node is this op
-  std::vector<DType> dtypes = {DType::f32, DType::bf16};
+  // q8_0 rows: the forward matmuls (plain 2-D right operand) and embeddings whose weight is whole
+  // q8_0 blocks along its last dimension, that weight quantized, everything else f32.
+  std::vector<DType> dtypes = {DType::f32, DType::bf16, DType::q8_0};
 };
 
 std::vector<ConformRow> conform(Backend& backend, const ConformOptions& opts);

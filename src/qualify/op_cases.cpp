@@ -111,6 +111,16 @@ std::vector<OpCase> base_cases() {
       {"matmul_odd_tiles", K::matmul, [](Graph& g) { return mm(g, {33, 65}, {65, 17}, false, false); }},
       {"matmul_odd_tiles_nt", K::matmul, [](Graph& g) { return mm(g, {2, 37, 19}, {71, 19}, false, true); }},
       // Even K: the bf16 GEMM's vectorised packing of k-pairs (odd K above takes its scalar path).
+      // Shapes of whole q8_0 blocks (32 values along the weight's last dimension), so these are
+      // also the q8_0 rows: one decoding row against a [N, K] weight (nn.Linear), a few rows and
+      // many rows against a [K, N] weight (GPT-2's Conv1D), an embedding table.
+      {"matmul_q8_0_decode_nt", K::matmul, [](Graph& g) { return mm(g, {1, 64}, {96, 64}, false, true); }},
+      {"matmul_q8_0_few_rows_nn", K::matmul, [](Graph& g) { return mm(g, {2, 3, 64}, {64, 96}, false, false); }},
+      {"matmul_q8_0_many_rows_nn", K::matmul, [](Graph& g) { return mm(g, {37, 96}, {96, 64}, false, false); }},
+      {"matmul_q8_0_many_rows_nt", K::matmul, [](Graph& g) { return mm(g, {21, 160}, {33, 160}, false, true); }},
+      {"embedding_q8_0_table", K::embedding, [](Graph& g) {
+         return g.add(K::embedding, {g.input("ids@9", {3, 4}, DType::i32), p(g, "table", {9, 64})}, NoAttrs{}, "out");
+       }},
       {"matmul_even_k_tiles", K::matmul, [](Graph& g) { return mm(g, {45, 64}, {64, 70}, false, false); }},
       {"matmul_even_k_tiles_nt", K::matmul, [](Graph& g) { return mm(g, {30, 96}, {50, 96}, false, true); }},
       // The f32-accumulation probe: K = 1024 random-sign products. A kernel that accumulates in

@@ -8,6 +8,9 @@
 // stay cuBLAS SGEMM on the widened operands: a product of two bf16 values is exact in f32 and the
 // accumulation is f32, what cublasGemmEx with CUDA_R_16BF inputs and CUBLAS_COMPUTE_32F computes
 // too (in another order); the staging costs a read and a write of each operand in f32.
+// q8_0 weights (GGUF's blocks of an fp16 scale and 32 int8, core/dtype.h) are staged the same way:
+// dequantized into an f32 copy (exact: an fp16 times an int8) that the f32 kernel reads. That
+// proves a q8_0 model right on this backend; it does not make it faster.
 #include <vector>
 
 #include "backends/cuda/device.cuh"
@@ -28,13 +31,34 @@ __global__ void bf16_to_f32_k(const uint16_t* x, uint32_t* o, int64_t n) {
   TANDEM_GRID_LOOP(i, n) o[i] = static_cast<uint32_t>(x[i]) << 16;
 }
 
+// fp16 bits -> f32, exact, in integer operations (zero and subnormals: m 2^-24; inf and NaN kept).
+__device__ __forceinline__ float half_to_f32(uint32_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0) {
+    const float v = static_cast<float>(m) * 5.9604644775390625e-8f;
+    return sign ? -v : v;
+  }
+  return __uint_as_float(sign | (e == 31 ? 0x7f800000u | (m << 13) : ((e + 112u) << 23) | (m << 13)));
+}
+// q: q8_0 blocks of 34 bytes (scale little-endian first); o[i] = scale * int8.
+__global__ void q8_0_to_f32_k(const uint8_t* q, float* o, int64_t n) {
+  TANDEM_GRID_LOOP(i, n) {
+    const uint8_t* b = q + (i / 32) * 34;
+    o[i] = half_to_f32(static_cast<uint32_t>(b[0]) | (static_cast<uint32_t>(b[1]) << 8)) *
+           static_cast<float>(static_cast<int8_t>(b[2 + i % 32]));
+  }
+}
+
 // Staging slots (CudaBackend::staging): one per widened input, one for the f32 result.
 constexpr int kSlotOutput = -1;
 
 void convert(CudaBackend& be, const Node& node, const Tensor& src, const Tensor& dst) {
   const int64_t n = dst.numel();
   if (n == 0) return;
-  if (src.dtype == DType::f32) {
+  if (src.dtype == DType::q8_0) {
+    q8_0_to_f32_k<<<grid_for(n), kThreads, 0, be.stream()>>>(ptr<const uint8_t>(src), ptr<float>(dst), n);
+    be.launched("q8_0_to_f32", &node);
+  } else if (src.dtype == DType::f32) {
     f32_to_bf16_k<<<grid_for(n), kThreads, 0, be.stream()>>>(ptr<const uint32_t>(src), ptr<uint16_t>(dst), n);
     be.launched("f32_to_bf16", &node);
   } else {
@@ -46,14 +70,17 @@ void convert(CudaBackend& be, const Node& node, const Tensor& src, const Tensor&
 }  // namespace
 
 void cast(CudaBackend& be, const Node& node, std::span<const Tensor> in, const Tensor& out) {
-  if (in[0].dtype == out.dtype) be.copy(out.storage->handle, out.offset, in[0].storage->handle, in[0].offset, out.nbytes());
-  else convert(be, node, in[0], out);
+  if (in[0].dtype == out.dtype) return be.copy(out.storage->handle, out.offset, in[0].storage->handle, in[0].offset, out.nbytes());
+  if (in[0].dtype != DType::q8_0 || out.dtype == DType::f32) return convert(be, node, in[0], out);
+  const Tensor w = be.staging(0, in[0].shape, DType::f32);  // q8_0 -> bf16: dequantize, then round
+  convert(be, node, in[0], w);
+  convert(be, node, w, out);
 }
 
 void run_widened(CudaBackend& be, Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out) {
   std::vector<Tensor> ins(in.begin(), in.end());
   for (size_t i = 0; i < ins.size(); ++i)
-    if (ins[i].dtype == DType::bf16) {
+    if (ins[i].dtype == DType::bf16 || ins[i].dtype == DType::q8_0) {
       Tensor w = be.staging(static_cast<int>(i), ins[i].shape, DType::f32);
       convert(be, node, ins[i], w);
       ins[i] = std::move(w);

@@ -341,6 +341,9 @@ DType output_dtype(OpKind op) {
 bool input_ok(const Node& node, size_t i, DType got) {
   const DType want = input_dtype(node.op, i);
   if (want == DType::i32) return got == DType::i32;
+  // q8_0 weights: a matmul's right operand, an embedding's table, a dequantizing cast (bf16.cu)
+  if (got == DType::q8_0)
+    return (node.op == OpKind::matmul && i == 1) || (node.op == OpKind::embedding && i == 1) || node.op == OpKind::cast;
   if (node.op == OpKind::cast || node.dtype == DType::i32) return is_float(got);
   return got == node.dtype;
 }
@@ -381,7 +384,7 @@ void CudaBackend::execute(const Node& node, std::span<const Tensor> inputs, cons
     check(inputs[i].is_contiguous() && input_ok(node, i, inputs[i].dtype), "cuda backend: op ", op_name(node.op),
           " at node '", node.name, "': input ", i, " must be contiguous ", input_rule(node, i), ", got ",
           dtype_name(inputs[i].dtype), inputs[i].is_contiguous() ? "" : " (non-contiguous)");
-    bf16_io = bf16_io || inputs[i].dtype == DType::bf16;
+    bf16_io = bf16_io || inputs[i].dtype == DType::bf16 || inputs[i].dtype == DType::q8_0;
   }
   OnDevice on(device_);
   if (bf16_io && node.op != OpKind::cast) cuda::run_widened(*this, k, node, inputs, output);

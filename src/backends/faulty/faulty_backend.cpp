@@ -243,6 +243,10 @@ std::vector<float> download_floats(Backend& be, const Tensor& t) {
   std::vector<float> v(static_cast<size_t>(t.numel()));
   if (t.dtype == DType::f32) {
     be.download(v.data(), t.storage->handle, t.offset, t.nbytes());
+  } else if (t.dtype == DType::q8_0) {  // a q8_0 weight: its dequantized values
+    std::vector<uint8_t> q(t.nbytes());
+    be.download(q.data(), t.storage->handle, t.offset, t.nbytes());
+    dequantize_q8_0(q.data(), v.data(), t.numel());
   } else {
     std::vector<uint16_t> h(v.size());
     be.download(h.data(), t.storage->handle, t.offset, t.nbytes());

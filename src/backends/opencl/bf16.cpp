@@ -7,6 +7,9 @@
 // its f32 result once into the bf16 output, so a bf16 op is "the f32 op on the bf16 values,
 // rounded once". GEMMs stay CLBlast SGEMM on the widened operands: a product of two bf16 values is
 // exact in f32 and the accumulation is f32 (CLBlast's half paths are fp16, not bf16).
+// q8_0 weights (GGUF's blocks of an fp16 scale and 32 int8, core/dtype.h) are staged the same way:
+// dequantized into an f32 copy (exact: an fp16 times an int8) that the f32 kernel reads. That proves
+// a q8_0 model right on this backend; it does not make it faster (the CPU has the fast q8_0 path).
 #include <algorithm>
 #include <vector>
 
@@ -27,6 +30,13 @@ __kernel void bf16_to_f32(__global const ushort* x, long xo, __global uint* o, l
   long i = get_global_id(0);
   if (i < n) o[oo + i] = (uint)x[xo + i] << 16;
 }
+// q: q8_0 blocks at byte offset qo (even: blocks are 34 bytes, so every scale is 2-byte aligned).
+__kernel void q8_0_to_f32(__global const uchar* q, long qo, __global float* o, long oo, long n) {
+  long i = get_global_id(0);
+  if (i >= n) return;
+  __global const uchar* block = q + qo + (i / 32) * 34;
+  o[oo + i] = vload_half(0, (__global const half*)block) * (float)(char)block[2 + i % 32];
+}
 )CLC";
 
 namespace {
@@ -34,23 +44,28 @@ namespace {
 // Staging slots (OpenClBackend::staging): one per widened input, one for the f32 result.
 constexpr int kSlotOutput = -1;
 
+// src -> dst: f32 -> bf16, bf16 -> f32 or q8_0 -> f32.
 void convert(OpenClBackend& be, const Tensor& src, const Tensor& dst) {
   const int64_t n = dst.numel();
   if (n == 0) return;
-  be.launch(src.dtype == DType::f32 ? "f32_to_bf16" : "bf16_to_f32", static_cast<size_t>(n), {src, dst, n});
+  const char* k = src.dtype == DType::q8_0 ? "q8_0_to_f32" : src.dtype == DType::f32 ? "f32_to_bf16" : "bf16_to_f32";
+  be.launch(k, static_cast<size_t>(n), {src, dst, n});
 }
 
 }  // namespace
 
 void cast(OpenClBackend& be, const Node&, std::span<const Tensor> in, const Tensor& out) {
-  if (in[0].dtype == out.dtype) be.copy(out.storage->handle, out.offset, in[0].storage->handle, in[0].offset, out.nbytes());
-  else convert(be, in[0], out);
+  if (in[0].dtype == out.dtype) return be.copy(out.storage->handle, out.offset, in[0].storage->handle, in[0].offset, out.nbytes());
+  if (in[0].dtype != DType::q8_0 || out.dtype == DType::f32) return convert(be, in[0], out);
+  const Tensor w = be.staging(0, in[0].shape, DType::f32);  // q8_0 -> bf16: dequantize, then round
+  convert(be, in[0], w);
+  convert(be, w, out);
 }
 
 void run_widened(OpenClBackend& be, Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out) {
   std::vector<Tensor> ins(in.begin(), in.end());
   for (size_t i = 0; i < ins.size(); ++i)
-    if (ins[i].dtype == DType::bf16) {
+    if (ins[i].dtype == DType::bf16 || ins[i].dtype == DType::q8_0) {
       Tensor w = be.staging(static_cast<int>(i), ins[i].shape, DType::f32);
       convert(be, ins[i], w);
       ins[i] = std::move(w);

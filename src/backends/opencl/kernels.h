@@ -34,8 +34,9 @@ void gemm(OpenClBackend& be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, 
           int64_t lda, const Tensor& B, int64_t b_extra, int64_t ldb, const Tensor& C, int64_t c_extra, int64_t batch = 1,
           int64_t sa = 0, int64_t sb = 0, int64_t sc = 0);
 
-// bf16 storage (bf16.cpp): runs the f32 kernel `k` on f32 copies of node's bf16 inputs and rounds
-// its f32 result into a bf16 output (RNE, core/dtype.h); f32 and i32 tensors pass through as they are.
+// bf16 storage and q8_0 weights (bf16.cpp): runs the f32 kernel `k` on f32 copies of node's bf16
+// and q8_0 inputs and rounds its f32 result into a bf16 output (RNE, core/dtype.h); f32 and i32
+// tensors pass through as they are.
 void run_widened(OpenClBackend& be, Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out);
 
 #define TANDEM_OCL_KERNEL(name) void name(OpenClBackend& be, const Node& node, std::span<const Tensor> in, const Tensor& out);

@@ -204,7 +204,7 @@ cl_kernel OpenClBackend::kernel(const char* name) {
 }
 
 OpenClBackend::Arg::Arg(const Tensor& x) : t(T::mem), mem(static_cast<cl_mem>(x.storage->handle)), tensor(true) {
-  i = static_cast<cl_long>(x.offset / dtype_size(x.dtype));
+  i = static_cast<cl_long>(x.dtype == DType::q8_0 ? x.offset : x.offset / dtype_size(x.dtype));
 }
 
 void OpenClBackend::launch3d(const char* name, std::array<size_t, 3> global, std::array<size_t, 3> local,
@@ -282,6 +282,9 @@ std::string float_input_rule(const Node& node) {
 bool input_ok(const Node& node, size_t i, DType got) {
   const DType want = input_dtype(node.op, i);
   if (want == DType::i32) return got == DType::i32;
+  // q8_0 weights: a matmul's right operand, an embedding's table, a dequantizing cast (bf16.cpp)
+  if (got == DType::q8_0)
+    return (node.op == OpKind::matmul && i == 1) || (node.op == OpKind::embedding && i == 1) || node.op == OpKind::cast;
   if (node.op == OpKind::cast || node.dtype == DType::i32) return is_float(got);
   return got == node.dtype;
 }
@@ -310,7 +313,7 @@ void OpenClBackend::execute(const Node& node, std::span<const Tensor> inputs, co
           " at node '", node.name, "': input ", i, " is non-contiguous or ", dtype_name(inputs[i].dtype),
           ", the kernel takes ",
           input_dtype(node.op, i) == DType::i32 ? std::string("i32") : float_input_rule(node));
-    bf16_io = bf16_io || inputs[i].dtype == DType::bf16;
+    bf16_io = bf16_io || inputs[i].dtype == DType::bf16 || inputs[i].dtype == DType::q8_0;
   }
   if (bf16_io && node.op != OpKind::cast) return opencl::run_widened(*this, k, node, inputs, output);
   k(*this, node, inputs, output);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the CUDA backend's kernels on the CPU (README.md here): mirrors the repository into
 # $EMU_TREE (default /tmp/tandem-cuda-emu), builds tandem and emu_harness there with the emulator,
-# then runs `tandem conform --backend cuda` (f32 and bf16 rows), the harness's larger cases (with a bitwise
+# then runs `tandem conform --backend cuda` (f32, bf16 and q8_0 rows), the harness's larger cases (with a bitwise
 # determinism check) and its device-side error checks. Extra arguments go to conform.
 # EMU_ASAN=1: AddressSanitizer on the kernels and the emulator (exact-size allocations, so
 # out-of-bounds reads and writes are caught). EMU_ORDER=reverse: threads run in reverse order
@@ -21,5 +21,6 @@ cmake --build "$TREE/build" -j"$(nproc)" --target tandem emu_harness
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:detect_stack_use_after_return=0}"
 "$TREE/build/tandem" conform --backend cuda --dtype f32 "$@" | tail -3
 "$TREE/build/tandem" conform --backend cuda --dtype bf16 "$@" | tail -2  # bf16 storage, cast kernel
+"$TREE/build/tandem" conform --backend cuda --dtype q8_0 "$@" | tail -2  # q8_0 weights, dequantizing kernel
 "$TREE/build/emu_harness" cuda | tail -1
 "$TREE/build/emu_harness" cuda errors

@@ -107,6 +107,11 @@ Launch<P...> launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStr
 #define blockDim (emu::g_block_dim)
 #define gridDim (emu::g_grid_dim)
 
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
 inline void __syncthreads() { emu::syncthreads(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::syncwarp(); }
 template <class T>
