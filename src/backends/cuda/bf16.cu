@@ -4,10 +4,9 @@
 // made quiet; nothing is flushed: the f32 bits are read as uint32, so no float load or store can
 // touch a subnormal; bf16 -> f32: a shift). Every other op runs its f32 kernel on f32 copies of
 // its bf16 inputs (the backend's staging buffers, reused across ops) and rounds its f32 result
-// once into the bf16 output, so a bf16 op is "the f32 op on the bf16 values, rounded once". GEMMs
-// stay cuBLAS SGEMM on the widened operands: a product of two bf16 values is exact in f32 and the
-// accumulation is f32, what cublasGemmEx with CUDA_R_16BF inputs and CUBLAS_COMPUTE_32F computes
-// too (in another order); the staging costs a read and a write of each operand in f32.
+// once into the bf16 output, so a bf16 op is "the f32 op on the bf16 values, rounded once". The
+// matmul is the exception: cuBLAS reads the bf16 operands itself (matmul.cpp: cublasGemmEx with
+// CUDA_R_16BF inputs, CUBLAS_COMPUTE_32F) into f32, rounded once here (store_bf16).
 // q8_0 weights (GGUF's blocks of an fp16 scale and 32 int8, core/dtype.h) are staged the same way:
 // dequantized into an f32 copy (exact: an fp16 times an int8) that the f32 kernel reads. That
 // proves a q8_0 model right on this backend; it does not make it faster.
@@ -75,6 +74,10 @@ void cast(CudaBackend& be, const Node& node, std::span<const Tensor> in, const T
   const Tensor w = be.staging(0, in[0].shape, DType::f32);  // q8_0 -> bf16: dequantize, then round
   convert(be, node, in[0], w);
   convert(be, node, w, out);
+}
+
+void store_bf16(CudaBackend& be, const Node& node, const Tensor& f32_src, const Tensor& bf16_dst) {
+  convert(be, node, f32_src, bf16_dst);
 }
 
 void run_widened(CudaBackend& be, Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out) {

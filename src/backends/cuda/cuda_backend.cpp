@@ -387,7 +387,10 @@ void CudaBackend::execute(const Node& node, std::span<const Tensor> inputs, cons
     bf16_io = bf16_io || inputs[i].dtype == DType::bf16 || inputs[i].dtype == DType::q8_0;
   }
   OnDevice on(device_);
-  if (bf16_io && node.op != OpKind::cast) cuda::run_widened(*this, k, node, inputs, output);
+  // cast converts itself; a matmul of two bf16 operands goes to cuBLAS's bf16 GEMM (matmul.cpp)
+  const bool native = node.op == OpKind::cast ||
+                      (node.op == OpKind::matmul && inputs[0].dtype == DType::bf16 && inputs[1].dtype == DType::bf16);
+  if (bf16_io && !native) cuda::run_widened(*this, k, node, inputs, output);
   else k(*this, node, inputs, output);
   if (sync_each_op_) sync();
 }

@@ -47,6 +47,9 @@ enum Slot : int {
 // bf16 storage (bf16.cu): runs the f32 launcher `k` on f32 copies of node's bf16 inputs and rounds
 // its f32 result into a bf16 output (RNE, core/dtype.h); f32 and i32 tensors pass through as they are.
 void run_widened(CudaBackend& be, Kernel k, const Node& node, std::span<const Tensor> in, const Tensor& out);
+// Rounds an f32 tensor into a bf16 one with core/dtype.h's rule (bf16.cu): for kernels that
+// compute in f32 and store bf16 (matmul's bf16 path).
+void store_bf16(CudaBackend& be, const Node& node, const Tensor& f32_src, const Tensor& bf16_dst);
 
 #define TANDEM_CUDA_KERNEL(name) void name(CudaBackend& be, const Node& node, std::span<const Tensor> in, const Tensor& out);
 TANDEM_CUDA_KERNEL(embedding)

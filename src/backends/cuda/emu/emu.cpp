@@ -11,6 +11,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <vector>
 #include <memory>
 #include <set>
 
@@ -260,6 +261,36 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t, cublasOperation_t ta, c
       }
   }
   return CUBLAS_STATUS_SUCCESS;
+}
+// f32 or bf16 operands (a bf16 widened exactly), f32 output and compute: the sgemm loop above.
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                          const void* alpha, const void* A, cudaDataType at, int lda, long long sa,
+                                          const void* B, cudaDataType bt, int ldb, long long sb, const void* beta, void* C,
+                                          cudaDataType ct, int ldc, long long sc, int batch, cublasComputeType_t compute,
+                                          cublasGemmAlgo_t) {
+  if (at != bt || (at != CUDA_R_32F && at != CUDA_R_16BF) || ct != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F) {
+    std::fprintf(stderr, "emu: cublasGemmStridedBatchedEx: unsupported types a=%d b=%d c=%d compute=%d\n", at, bt, ct,
+                 compute);
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  auto widen = [](const void* p, cudaDataType t, long long elems) {
+    std::vector<float> w(static_cast<size_t>(elems));
+    for (long long i = 0; i < elems; ++i) {
+      if (t == CUDA_R_32F) {
+        w[static_cast<size_t>(i)] = static_cast<const float*>(p)[i];
+      } else {
+        const uint32_t u = static_cast<uint32_t>(static_cast<const uint16_t*>(p)[i]) << 16;
+        std::memcpy(&w[static_cast<size_t>(i)], &u, 4);
+      }
+    }
+    return w;
+  };
+  // extents: the last batch's start plus one matrix (column-major, ld per column)
+  const long long a_cols = ta == CUBLAS_OP_N ? k : m, b_cols = tb == CUBLAS_OP_N ? n : k;
+  const std::vector<float> a = widen(A, at, (batch - 1) * sa + static_cast<long long>(lda) * a_cols);
+  const std::vector<float> b = widen(B, bt, (batch - 1) * sb + static_cast<long long>(ldb) * b_cols);
+  return cublasSgemmStridedBatched(h, ta, tb, m, n, k, static_cast<const float*>(alpha), a.data(), lda, sa, b.data(), ldb, sb,
+                                   static_cast<const float*>(beta), static_cast<float*>(C), ldc, sc, batch);
 }
 cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta, float* C,
