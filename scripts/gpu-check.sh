@@ -3,7 +3,8 @@
 #   1. build build-gpu/ with the CUDA backend (tandem only), taking from the bundle in .device/
 #      (scripts/device-bundle.sh) every library the system lacks; ISA baseline x86-64-v3
 #   2. tandem backends: the cuda line must list a usable device
-#   3. tandem conform --backend cuda (f32): every case must PASS
+#   3. tandem conform --backend cuda (f32, bf16, q8_0): every case must PASS (bf16: UNSUPPORTED only
+#      for the integer-output ops)
 #   4. tandem parity cpu,cuda: baby-gpt (char data) and ds-tiny (BPE data: MLA, MoE, MTP)
 #   5. greedy decoding cpu vs cuda (attention_cached for GPT-2, attention_latent for DeepSeek)
 #   5b. NCCL: 5 baby-gpt steps through NCCL's all-reduce (under mpirun -np 1 where MPI is
@@ -11,7 +12,7 @@
 #   6. a training benchmark on cuda: gpt2-124m, batch 16 x 1024: tokens/s and MFU (counted FLOPs
 #      against the GPU's FP32 peak), plus a per-op profile of a few steps
 # The report, in $OUT (default gpu-check-report/): REPORT.md (every figure, and the end of the log
-# of every step that failed), conform.json, logs.tar.gz (every log). Each file stays under 16 MiB.
+# of every step that failed), conform.json, conform-bf16.json, logs.tar.gz (every log). Each file stays under 16 MiB.
 # Exit status: 0 when every check passed; 1 when one failed; 2 when there is no NVIDIA GPU or nvcc.
 #
 # --rehearse (no GPU needed; CI runs it): in a private mount namespace where this machine's copies
@@ -76,7 +77,7 @@ FAILED=0
 BUNDLE_DIR="$ROOT/.device"
 DEPS="$ROOT/$BUILD/deps"  # the bundle's groups unpacked: dev/ (headers, link-time libraries), rt/
 
-rm -rf "$WORK" "$OUT/REPORT.md" "$OUT/conform.json" "$OUT/logs.tar.gz" "$OUT/summary.txt" "$OUT"/*.log
+rm -rf "$WORK" "$OUT/REPORT.md" "$OUT/conform.json" "$OUT/conform-bf16.json" "$OUT/logs.tar.gz" "$OUT/summary.txt" "$OUT"/*.log
 mkdir -p "$LOGS"
 : > "$WORK/summary.txt"
 elapsed() { echo $(( $(date +%s) - START )); }
@@ -439,6 +440,9 @@ if [[ $BUILT == 1 && -x "$BIN" ]]; then
 
   # 3. conformance, every op in isolation (TANDEM_CUDA_SYNC=1: a kernel fault is pinned to its node)
   step conform 240 env TANDEM_CUDA_SYNC=1 "$BIN" conform --backend cuda --dtype f32 --json "$OUT/conform.json"
+  # bf16 rows (cuBLAS's bf16 GEMM, the cast kernel, bf16 storage elsewhere) and q8_0 rows
+  step conform_bf16 240 env TANDEM_CUDA_SYNC=1 "$BIN" conform --backend cuda --dtype bf16 --json "$OUT/conform-bf16.json"
+  step conform_q8_0 60 env TANDEM_CUDA_SYNC=1 "$BIN" conform --backend cuda --dtype q8_0
 
   # 4. parity against the CPU: same init, same batches
   step prepare_char 60 "$BIN" prepare --input data/tinyshakespeare.txt --tokenizer char --out "$WORK/shk"
