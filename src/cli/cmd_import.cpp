@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "io/atomic_file.h"
 #include "models/gguf_convert.h"
+#include "train/checkpoint.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -98,14 +99,21 @@ void register_export(CLI::App& app) {
       ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
   cmd->callback([model, format, out, dtype] {  // the lambda keeps the option storage alive
     const auto t0 = std::chrono::steady_clock::now();
-    LoadedModel m = load_model(*model, "cpu", "f32");
     if (*format == "gguf") {
+      // Straight from the checkpoint file, tensor by tensor (no backend copy of the weights).
       check(!fs::exists(*out), *out, ": exists; choose a new file");
-      const uint64_t bytes = export_gguf(*m.model, *m.params, m.tokenizer ? &*m.tokenizer : nullptr, *dtype, *out);
-      std::printf("exported %s -> %s (GGUF, %s, %.1f MB of tensors) in %.2f s\n", m.dir.string().c_str(), out->c_str(),
+      const fs::path dir = resolve_model_dir(*model);
+      if (fs::exists(dir / "manifest.json")) verify_checkpoint(dir);
+      const auto net = model_from_hf_config(read_json_file(dir / "config.json"), (dir / "config.json").string());
+      std::optional<Tokenizer> tok;
+      if (fs::exists(dir / "tokenizer.json")) tok = Tokenizer::load(dir / "tokenizer.json");
+      const uint64_t bytes =
+          export_gguf(*net, SafetensorsFile::load(dir / "model.safetensors"), tok ? &*tok : nullptr, *dtype, *out);
+      std::printf("exported %s -> %s (GGUF, %s, %.1f MB of tensors) in %.2f s\n", dir.string().c_str(), out->c_str(),
                   dtype->c_str(), static_cast<double>(bytes) / 1e6, seconds_since(t0));
       return;
     }
+    LoadedModel m = load_model(*model, "cpu", "f32");
     check(*dtype != "q8_0", "--dtype q8_0: only with --format gguf (safetensors has no q8_0)");
     write_model_dir(m, *out, *dtype);
     std::printf("exported %s -> %s (config.json, model.safetensors%s)\n", m.dir.string().c_str(), out->c_str(),

@@ -1,6 +1,8 @@
 #include "models/gguf_convert.h"
 
 #include <cstring>
+#include <map>
+#include <set>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -208,9 +210,9 @@ std::vector<float> gather(const Entry& e, const std::vector<float>& p, const Sha
 }
 
 // Inverse of gather: writes the GGUF tensor's values `g` into their place in the parameter `p`.
-void scatter(const Entry& e, const std::vector<float>& g, std::vector<float>& p, const Shape& ps) {
+void scatter(const Entry& e, const std::vector<float>& g, float* p, const Shape& ps) {
   if (e.kind == Kind::copy) {
-    p = g;
+    std::copy(g.begin(), g.end(), p);
   } else if (e.kind == Kind::transpose) {
     const int64_t rows = ps[0], cols = ps[1];
     for (int64_t i = 0; i < rows; ++i)
@@ -218,7 +220,7 @@ void scatter(const Entry& e, const std::vector<float>& g, std::vector<float>& p,
   } else if (e.kind == Kind::k_b || e.kind == Kind::v_b) {
     const int64_t nh = e.shape[0], r = ps[1], per_head = ps[0] / nh, nope = e.split;
     for (int64_t h = 0; h < nh; ++h) {
-      float* kv = p.data() + h * per_head * r;
+      float* kv = p + h * per_head * r;
       if (e.kind == Kind::k_b) {
         for (int64_t j = 0; j < r; ++j)
           for (int64_t i = 0; i < nope; ++i) kv[i * r + j] = g[(h * r + j) * nope + i];
@@ -228,7 +230,7 @@ void scatter(const Entry& e, const std::vector<float>& g, std::vector<float>& p,
     }
   } else if (e.kind == Kind::gate_exps || e.kind == Kind::up_exps) {
     const int64_t E = ps[0], half = e.split * ps[2], start = e.kind == Kind::gate_exps ? 0 : half;
-    for (int64_t x = 0; x < E; ++x) std::copy(g.begin() + x * half, g.begin() + (x + 1) * half, p.begin() + x * 2 * half + start);
+    for (int64_t x = 0; x < E; ++x) std::copy(g.begin() + x * half, g.begin() + (x + 1) * half, p + x * 2 * half + start);
   }
 }
 
@@ -253,13 +255,22 @@ constexpr int32_t kTokenUnused = 5;
 
 }  // namespace
 
-uint64_t export_gguf(const Model& model, const ParamStore& params, const Tokenizer* tokenizer, const std::string& dtype,
+uint64_t export_gguf(const Model& model, SafetensorsFile weights, const Tokenizer* tokenizer, const std::string& dtype,
                      const fs::path& out) {
   check(dtype == "f32" || dtype == "bf16" || dtype == "q8_0", "--dtype '", dtype, "': GGUF export writes f32, bf16 or q8_0");
   check(tokenizer != nullptr, out.string(), ": GGUF embeds the tokenizer, and the model directory has no tokenizer.json");
   const Arch arch = arch_of(model);
-  std::map<std::string, size_t> index;
-  for (size_t i = 0; i < params.specs.size(); ++i) index[params.specs[i].name] = i;
+  // The file's tensors by parameter name, checked against the config as ParamStore::load does.
+  model.from_checkpoint_layout(weights.tensors);
+  std::map<std::string, const HostTensor*> index;
+  for (const auto& [name, t] : weights.tensors)
+    if (std::string canon = model.canonical_name(name); !canon.empty()) index[canon] = &t;
+  for (const auto& spec : model.param_specs()) {
+    auto it = index.find(spec.name);
+    check(it != index.end(), "GGUF export: missing tensor '", spec.name, "'");
+    check(it->second->shape == spec.shape, "GGUF export: tensor '", spec.name, "' has shape ",
+          shape_str(it->second->shape), ", the model's config needs ", shape_str(spec.shape));
+  }
 
   gguf::Writer w(out);
   w.add("general.architecture", Value::str(arch.name));
@@ -292,13 +303,20 @@ uint64_t export_gguf(const Model& model, const ParamStore& params, const Tokeniz
   std::vector<float> cached;
   uint64_t bytes = 0;
   for (const Entry& e : arch.entries) {
-    auto it = index.find(e.param);
-    check(it != index.end(), "GGUF export: the model has no parameter '", e.param, "' for tensor '", e.gguf, "'");
+    const HostTensor& t = *index.at(e.param);
+    const TensorType type = pick_type(dtype, e);
+    if ((e.kind == Kind::copy || e.kind == Kind::tied) && t.dtype == "F32" && type == TensorType::f32) {
+      w.write(e.gguf, t.bytes.data(), t.bytes.size());  // already the file's bytes
+      bytes += t.bytes.size();
+      continue;
+    }
     if (cached_name != e.param) {
-      cached = params.tensors[it->second].to_host();
+      cached = t.to_f32(e.param);
       cached_name = e.param;
     }
-    const std::vector<char> data = encode(gather(e, cached, params.specs[it->second].shape), pick_type(dtype, e));
+    // Copies encode the cached values directly: one f32 copy of a tensor at a time, plus its encoding.
+    const bool same = e.kind == Kind::copy || e.kind == Kind::tied;
+    const std::vector<char> data = same ? encode(cached, type) : encode(gather(e, cached, t.shape), type);
     w.write(e.gguf, data.data(), data.size());
     bytes += data.size();
   }
@@ -433,7 +451,7 @@ GgufModel import_gguf(const fs::path& file) {
 
   std::map<std::string, Shape> shapes;
   for (const auto& s : out.model->param_specs()) shapes[s.name] = s.shape;
-  std::map<std::string, std::vector<float>> values;
+  auto& values = out.checkpoint.tensors;  // f32, filled in place
   std::set<std::string> types, used;
   for (const Entry& e : arch.entries) {
     used.insert(e.gguf);
@@ -443,17 +461,13 @@ GgufModel import_gguf(const fs::path& file) {
     types.insert(gguf::tensor_type_name(t.type));
     if (e.kind == Kind::tied) continue;  // checked equal to the embedding above
     const Shape& ps = shapes.at(e.param);
-    std::vector<float>& dst = values[e.param];
-    if (dst.empty()) dst.resize(static_cast<size_t>(numel(ps)));
-    scatter(e, r.read_f32(t), dst, ps);
+    auto [it, fresh] = values.try_emplace(e.param);
+    if (fresh) it->second = HostTensor{"F32", ps, std::vector<char>(static_cast<size_t>(numel(ps)) * 4)};
+    scatter(e, r.read_f32(t), reinterpret_cast<float*>(it->second.bytes.data()), ps);
   }
   for (const auto& t : r.tensors())
     check(used.contains(t.name), p, ": unexpected tensor '", t.name, "' for this ", out.arch,
           " configuration (MTP layers, rope_freqs and older layouts are not read)");
-  for (auto& [name, v] : values) {
-    out.checkpoint.tensors[name] = HostTensor::f32(shapes.at(name), v);
-    std::vector<float>().swap(v);  // free as we go
-  }
   // Parameters no GGUF tensor holds: none for these two architectures (MTP is off on import).
   for (const auto& [name, s] : shapes)
     check(out.checkpoint.tensors.contains(name), p, ": no tensor provides parameter '", name, "'");

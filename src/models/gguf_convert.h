@@ -10,17 +10,18 @@
 #include <string>
 
 #include "io/safetensors.h"
-#include "models/params.h"
+#include "models/model.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tandem {
 
-// Writes `params` of `model` (f32 master) as a GGUF file. `dtype`: f32; bf16 (matrices rounded to
+// Writes the weights of `model`, as its checkpoint file holds them (HF names, F32/BF16/F16), as a
+// GGUF file. `dtype`: f32; bf16 (matrices rounded to
 // nearest even); q8_0 (matrices whose rows are whole 32-value blocks, quantized exactly as ggml's
 // reference quantizer). As llama.cpp's converter: 1-D tensors, biases, the router (ffn_gate_inp)
 // and GPT-2's position embedding stay f32. Tensors are converted and written one at a time.
 // Returns the number of tensor bytes written.
-uint64_t export_gguf(const Model& model, const ParamStore& params, const Tokenizer* tokenizer, const std::string& dtype,
+uint64_t export_gguf(const Model& model, SafetensorsFile weights, const Tokenizer* tokenizer, const std::string& dtype,
                      const std::filesystem::path& out);
 
 struct GgufModel {
