@@ -2,7 +2,7 @@
 // DeepSeek-V3 as `deepseek2` (MLA in the split k_b/v_b layout, sigmoid-gated grouped routing with
 // the selection bias, MTP modules left out as llama.cpp's converter does), with the tokenizer in
 // tokenizer.ggml.*. The tensor names, layouts, keys and type choices follow llama.cpp's
-// convert_hf_to_gguf.py; docs/gguf.md lists them.
+// convert_hf_to_gguf.py; README.md's GGUF section lists them.
 #pragma once
 #include <filesystem>
 #include <memory>
