@@ -321,3 +321,31 @@ def test_refusals_name_the_culprit(tandem, runs, tmp_path):
     (tmp_path / "short.gguf").write_bytes(data[:200])  # counts larger than the file can hold
     res = tandem.run("import", "--from", tmp_path / "short.gguf", "--out", tmp_path / "short.out")
     assert res.returncode != 0 and "corrupt header" in res.stderr, res.describe()
+
+
+def test_deepseek_yarn_keys_round_trip(tandem, runs, tmp_path):
+    """YaRN: llama.cpp's rope.scaling.* keys (yarn_log_multiplier = 0.1 * mscale_all_dim), and back."""
+    import shutil
+    src = tmp_path / "yarn"
+    src.mkdir()
+    for f in ("model.safetensors", "tokenizer.json"):
+        shutil.copy(runs["ds"] / f, src / f)
+    cfg = json.loads((runs["ds"] / "config.json").read_text())
+    yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16,
+            "mscale": 0.5, "mscale_all_dim": 0.5, "beta_fast": 16.0, "beta_slow": 2.0}
+    cfg["rope_parameters"] = yarn
+    (src / "config.json").write_text(json.dumps(cfg))
+    tandem("export", "--model", src, "--format", "gguf", "--out", tmp_path / "y.gguf")
+    f = {k: v.contents() for k, v in gguf.GGUFReader(str(tmp_path / "y.gguf")).fields.items()}
+    a = "deepseek2.rope.scaling."
+    assert f[a + "type"] == "yarn" and f[a + "factor"] == 4.0 and f[a + "original_context_length"] == 16
+    assert f[a + "yarn_log_multiplier"] == np.float32(0.05)
+    assert (f[a + "yarn_beta_fast"], f[a + "yarn_beta_slow"]) == (16.0, 2.0)
+    tandem("import", "--from", tmp_path / "y.gguf", "--out", tmp_path / "back")
+    back = json.loads((tmp_path / "back" / "config.json").read_text())["rope_parameters"]
+    assert {k: pytest.approx(v) if isinstance(v, float) else v for k, v in yarn.items()} == back
+    # mscale != mscale_all_dim has no llama.cpp key: refused, naming both.
+    cfg["rope_parameters"] = dict(yarn, mscale=1.0)
+    (src / "config.json").write_text(json.dumps(cfg))
+    r = tandem.run("export", "--model", src, "--format", "gguf", "--out", tmp_path / "z.gguf")
+    assert r.returncode != 0 and "mscale" in r.stderr and "mscale_all_dim" in r.stderr, r.describe()
