@@ -92,7 +92,8 @@ RunReport run_report(const fs::path& run_dir) {
       if (std::regex_search(line, m, resumed)) markers.push_back({std::stod(m[1]), "resume", "resumed from step " + m[1].str()});
   }
   for (const auto& e : events)
-    markers.push_back({static_cast<double>(e.step), e.kind == "skip" || e.kind == "rollback" ? e.kind : "event",
+    if (e.kind != "parallel")  // the run's layout (world size, ZeRO), not something that happened
+      markers.push_back({static_cast<double>(e.step), e.kind == "skip" || e.kind == "rollback" ? e.kind : "event",
                        "step " + std::to_string(e.step) + ": " + e.kind + (e.detail.empty() ? "" : ": " + e.detail)});
 
   auto series = [&](const std::string& key, const std::string& name, bool by_tokens = false, bool dots = false) {

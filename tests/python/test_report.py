@@ -11,6 +11,7 @@ About 35 s (two short ds-tiny runs).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,30 @@ def test_run_report_in_chromium(tandem, run, tmp_path):
             assert int(train.get_attribute("data-n")) == 8 - 1  # step 3's NaN (the replayed 6..8 are finite)
             kinds = page.eval_on_selector_all("#chart-loss line.marker", "els => els.map(e => e.classList[1])")
             assert kinds.count("skip") == 4 and kinds.count("rollback") == 1 and kinds.count("resume") == 1, kinds
+        finally:
+            browser.close()
+
+
+@needs_chromium
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="OpenMPI's mpirun is not installed (scripts/setup.sh installs it)")
+def test_data_parallel_charts(tandem, run, tmp_path):
+    """2 MPI ranks: per-rank throughput and communication bytes are charted."""
+    import subprocess
+    from playwright.sync_api import sync_playwright
+
+    dp = tmp_path / "dp"
+    subprocess.run(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", str(tandem.binary), "train",
+                    "--config", "baby-gpt", "--data", run.parent / "data", "--out", dp, "--steps", "3",
+                    "--set", "n_layer=1", "--set", "n_embd=32", "--set", "batch_size=4", "--set", "block_size=32",
+                    "--set", "eval_interval=3", "--set", "eval_steps=1", "--seed", "1"], check=True, capture_output=True)
+    tandem("report", "--run", dp, "--out", tmp_path / "dp.html")
+    with sync_playwright() as p:
+        browser, page, errors, requests = open_page(p, (tmp_path / "dp.html").as_uri(), tmp_path / "dp.png")
+        try:
+            assert not errors and not requests, (errors, requests)
+            for c in ("tokens-per-s-per-rank", "comm-bytes"):
+                assert int(page.locator(f"#chart-{c}").get_attribute("data-points")) == 3, c
+            assert page.locator("#chart-loss line.marker").count() == 0  # the "parallel" event is not a marker
         finally:
             browser.close()
 
