@@ -32,7 +32,8 @@ class Tokenizer {
 
   // The vocabulary as GGUF's tokenizer.ggml.* keys hold it (llama.cpp's "gpt2" tokenizer model:
   // byte-level BPE). Only GPT-2 pre-tokenization (pre "gpt-2") is expressed; other tokenizers are
-  // refused naming what they use. tokenizer_gguf.cpp.
+  // refused naming what they use. A character tokenizer of ASCII characters is written as a BPE
+  // vocabulary without merges (the same ids) and reads back as BPE. tokenizer_gguf.cpp.
   struct GgufVocab {
     std::string pre;                  // tokenizer.ggml.pre
     std::vector<std::string> tokens;  // spelling by id (byte-level)

@@ -3,6 +3,7 @@
 // their ids), a type per id (normal, or control for special added tokens, user-defined for other
 // added tokens), the merges as "a b" strings by rank, BOS/EOS ids.
 #include "core/error.h"
+#include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer_impl.h"
 
 namespace tandem {
@@ -13,15 +14,29 @@ constexpr int32_t kNormal = 1, kControl = 3, kUserDefined = 4;
 
 Tokenizer::GgufVocab Tokenizer::to_gguf() const {
   const Impl& m = *impl_;
-  check(m.kind == Impl::Kind::ByteBpe,
-        "tokenizer: GGUF holds byte-level BPE vocabularies; this is a character tokenizer (train a BPE tokenizer "
-        "with `tandem prepare --tokenizer bpe` to export to GGUF)");
+  GgufVocab v;
+  if (m.kind == Impl::Kind::Char) {
+    // A character vocabulary of single-byte (ASCII) characters is a byte-level BPE vocabulary
+    // without merges: each character is one byte-level symbol, so llama.cpp's BPE gives the same
+    // ids. A multi-byte character would need merges through tokens the vocabulary lacks.
+    v.pre = "gpt-2";
+    for (int32_t id = 0; id < m.vocab_size; ++id) {
+      const std::string& c = *m.id_spelling[id];
+      check(c.size() == 1, "tokenizer: character token ", id, " '", c,
+            "' is not a single byte; GGUF takes character vocabularies of ASCII characters only (train a BPE "
+            "tokenizer with `tandem prepare --tokenizer bpe:VOCAB_SIZE` to export this text's model)");
+      v.tokens.push_back(byte_level::encode(c));
+    }
+    v.types.assign(m.vocab_size, kNormal);
+    v.bos = m.bos;
+    v.eos = m.eos;
+    return v;
+  }
   // llama.cpp's "gpt-2" pre-tokenizer is exactly ByteLevel with the GPT-2 regex, no prefix space.
   check(m.splits.empty() && m.byte_level_regex && !m.add_prefix_space && !m.ignore_merges,
         "tokenizer: only GPT-2 pre-tokenization (ByteLevel with its regex, no prefix space, no Split "
         "pre-tokenizers, no ignore_merges) has a GGUF pre-tokenizer name here; this tokenizer has ",
         m.splits.size(), " Split pre-tokenizer(s)", m.add_prefix_space ? " and add_prefix_space" : "");
-  GgufVocab v;
   v.pre = "gpt-2";
   v.tokens.reserve(m.vocab_size);
   v.types.assign(m.vocab_size, kNormal);

@@ -349,3 +349,22 @@ def test_deepseek_yarn_keys_round_trip(tandem, runs, tmp_path):
     (src / "config.json").write_text(json.dumps(cfg))
     r = tandem.run("export", "--model", src, "--format", "gguf", "--out", tmp_path / "z.gguf")
     assert r.returncode != 0 and "mscale" in r.stderr and "mscale_all_dim" in r.stderr, r.describe()
+
+
+def test_character_tokenizer_exports_as_bpe_without_merges(tandem, shakespeare_path, tmp_path):
+    """README command one's char-level baby-gpt exports: each ASCII character is one byte-level
+    token (no merges), and the model imported back encodes the corpus to the same ids."""
+    text = shakespeare_path.read_text(encoding="utf-8")[:20000]
+    (tmp_path / "s.txt").write_text(text, encoding="utf-8")
+    tandem("prepare", "--input", tmp_path / "s.txt", "--tokenizer", "char", "--out", tmp_path / "data")
+    tandem("train", "--config", "baby-gpt", "--data", tmp_path / "data", "--out", tmp_path / "run", "--steps", "1",
+           "--set", "n_layer=1", "--set", "n_embd=32", "--set", "eval_steps=1")
+    tandem("export", "--model", tmp_path / "run", "--format", "gguf", "--out", tmp_path / "c.gguf")
+    f = {k: v.contents() for k, v in gguf.GGUFReader(str(tmp_path / "c.gguf")).fields.items()}
+    chars = sorted(set(text))
+    byte_level = {" ": "Ġ", "\n": "Ċ"}
+    assert f["tokenizer.ggml.tokens"][:len(chars)] == [byte_level.get(c, c) for c in chars]
+    assert f["tokenizer.ggml.merges"] == []
+    tandem("import", "--from", tmp_path / "c.gguf", "--out", tmp_path / "back")
+    ids = lambda tok: tandem("tokenize", "--tokenizer", tok, "--input", tmp_path / "s.txt").stdout  # noqa: E731
+    assert ids(tmp_path / "back") == ids(tmp_path / "data")
