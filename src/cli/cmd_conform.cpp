@@ -7,7 +7,9 @@
 #include "backends/registry.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "qualify/conform.h"
+#include "qualify/conform_html.h"
 #include "qualify/optimizer_conform.h"
 
 #include <nlohmann/json.hpp>
@@ -56,7 +58,7 @@ void print_class_summary(const std::vector<qualify::ConformRow>& rows) {
 void register_conform(CLI::App& app) {
   auto* cmd = app.add_subcommand("conform", "Every op x dtype x shape case, forward and backward, against the float64 reference");
   struct Opts {
-    std::string backend = "cpu", op, dtype, json, fault;
+    std::string backend = "cpu", op, dtype, json, html, fault;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--backend", o->backend, "Backend to qualify (cpu, opencl, cuda, faulty:<backend>; `tandem backends` lists this build's)")->capture_default_str();
@@ -66,6 +68,7 @@ void register_conform(CLI::App& app) {
                   "activations)")
       ->check(CLI::IsMember({"f32", "bf16", "q8_0"}));
   cmd->add_option("--json", o->json, "Also write the rows as JSON to this file");
+  cmd->add_option("--html", o->html, "Also write the table as a self-contained HTML page (op x dtype matrix, every row)");
   cmd->add_option("--fault", o->fault,
                   "Fault spec for faulty:<backend>: op=NAME,kind=scale|bitflip|bf16|dropgrad|element|tile|stuck[,...]"
                   "[,every=N][,p=P] (NAME: a graph op, or adamw, sum_squares, axpy)");
@@ -129,6 +132,7 @@ void register_conform(CLI::App& app) {
       check(f.good(), o->json, ": cannot open for writing");
       f << nlohmann::json{{"backend", backend->name()}, {"rows", j}}.dump(1) << "\n";
     }
+    if (!o->html.empty()) write_file_atomic(o->html, qualify::conform_html(backend->name(), rows));
     if (!failing_ops.empty()) throw Error("conform: " + std::to_string(failing_ops.size()) + " op(s) failed on backend " + backend->name());
   });
 }

@@ -18,5 +18,6 @@ void register_backends(CLI::App& app);
 void register_conform(CLI::App& app);
 void register_parity(CLI::App& app);
 void register_diff(CLI::App& app);
+void register_report(CLI::App& app);
 
 }  // namespace tandem::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   tandem::cli::register_conform(app);
   tandem::cli::register_parity(app);
   tandem::cli::register_diff(app);
+  tandem::cli::register_report(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -12,6 +12,10 @@
 namespace tandem {
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view data) {
+  write_file_atomic(path, [&](const ChunkWriter& write) { write(data); });
+}
+
+void write_file_atomic(const std::filesystem::path& path, const std::function<void(const ChunkWriter& write)>& produce) {
   // The pid in the name keeps two concurrent writers from sharing one temporary file.
   const std::filesystem::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -22,13 +26,21 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view data)
     ::unlink(tmp.c_str());
     throw Error("cannot " + std::string(what) + " " + tmp.string() + ": " + reason);
   };
-  for (size_t done = 0; done < data.size();) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      fail("write");
-    }
-    done += static_cast<size_t>(n);
+  try {
+    produce([&](std::string_view data) {
+      for (size_t done = 0; done < data.size();) {
+        const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          fail("write");
+        }
+        done += static_cast<size_t>(n);
+      }
+    });
+  } catch (...) {
+    ::close(fd);  // a no-op error if fail() closed it already
+    ::unlink(tmp.c_str());
+    throw;
   }
   if (::fsync(fd) != 0) fail("fsync");
   if (::close(fd) != 0) {

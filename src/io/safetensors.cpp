@@ -115,9 +115,6 @@ SafetensorsFile SafetensorsFile::load(const std::filesystem::path& path) {
   check(j.is_object(), p, ": safetensors header is not a JSON object");
   const uint64_t data_size = file_size - 8 - hlen;
   SafetensorsFile out;
-  std::vector<char> data(data_size);
-  check(f.read(data.data(), static_cast<std::streamsize>(data_size)).good() || data_size == 0, p,
-        ": cannot read tensor data");
   for (auto& [name, v] : j.items()) {
     if (name == "__metadata__") {
       for (auto& [k, mv] : v.items()) out.metadata[k] = mv.is_string() ? mv.get<std::string>() : mv.dump();
@@ -135,7 +132,11 @@ SafetensorsFile SafetensorsFile::load(const std::filesystem::path& path) {
             " data bytes in the file (truncated?)");
       check(offs[1] - offs[0] == static_cast<uint64_t>(numel(t.shape)) * es, "size ", offs[1] - offs[0],
             " bytes does not match shape ", shape_str(t.shape), " ", t.dtype);
-      t.bytes.assign(data.begin() + static_cast<long>(offs[0]), data.begin() + static_cast<long>(offs[1]));
+      // Read tensor by tensor: the file's bytes are never in memory twice.
+      t.bytes.resize(offs[1] - offs[0]);
+      f.seekg(static_cast<std::streamoff>(8 + hlen + offs[0]));
+      check(f.read(t.bytes.data(), static_cast<std::streamsize>(t.bytes.size())).good() || t.bytes.empty(),
+            "cannot read its data");
       out.tensors.emplace(name, std::move(t));
     } catch (const Error& e) {
       throw Error(p + ": tensor '" + name + "': " + e.what());
@@ -146,23 +147,31 @@ SafetensorsFile SafetensorsFile::load(const std::filesystem::path& path) {
   return out;
 }
 
-void SafetensorsFile::save(const std::filesystem::path& path) const { write_file_atomic(path, serialize()); }
-
-std::string SafetensorsFile::serialize() const {
+namespace {
+std::string header_of(const SafetensorsFile& f) {
   nlohmann::json j = nlohmann::json::object();
   uint64_t off = 0;
-  for (const auto& [name, t] : tensors) {
+  for (const auto& [name, t] : f.tensors) {
     j[name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {off, off + t.bytes.size()}}};
     off += t.bytes.size();
   }
-  if (!metadata.empty()) j["__metadata__"] = metadata;
+  if (!f.metadata.empty()) j["__metadata__"] = f.metadata;
   std::string header = j.dump();
   header.append((8 - header.size() % 8) % 8, ' ');  // align the data to 8 bytes
-  std::string blob;
-  blob.reserve(8 + header.size() + off);
   const uint64_t hlen = header.size();
-  blob.append(reinterpret_cast<const char*>(&hlen), 8);
-  blob += header;
+  return std::string(reinterpret_cast<const char*>(&hlen), 8) + header;
+}
+}  // namespace
+
+void SafetensorsFile::save(const std::filesystem::path& path) const {
+  write_file_atomic(path, [&](const ChunkWriter& write) {  // tensor by tensor: no second copy in memory
+    write(header_of(*this));
+    for (const auto& [name, t] : tensors) write(std::string_view(t.bytes.data(), t.bytes.size()));
+  });
+}
+
+std::string SafetensorsFile::serialize() const {
+  std::string blob = header_of(*this);
   for (const auto& [name, t] : tensors) blob.append(t.bytes.data(), t.bytes.size());
   return blob;
 }

@@ -30,6 +30,20 @@ class Tokenizer {
   // Writes HF tokenizers' tokenizer.json format, atomically.
   void save(const std::filesystem::path& path) const;
 
+  // The vocabulary as GGUF's tokenizer.ggml.* keys hold it (llama.cpp's "gpt2" tokenizer model:
+  // byte-level BPE). Only GPT-2 pre-tokenization (pre "gpt-2") is expressed; other tokenizers are
+  // refused naming what they use. A character tokenizer of ASCII characters is written as a BPE
+  // vocabulary without merges (the same ids) and reads back as BPE. tokenizer_gguf.cpp.
+  struct GgufVocab {
+    std::string pre;                  // tokenizer.ggml.pre
+    std::vector<std::string> tokens;  // spelling by id (byte-level)
+    std::vector<int32_t> types;       // llama.cpp token types: 1 normal, 3 control, 4 user-defined
+    std::vector<std::string> merges;  // "a b" by rank
+    std::optional<int32_t> bos, eos;
+  };
+  GgufVocab to_gguf() const;
+  static Tokenizer from_gguf(const GgufVocab& v, const std::string& where);
+
   // Added tokens present in the text (e.g. "<|endoftext|>") become their ids, as in HF's default.
   // Never adds BOS/EOS. Throws if some character or byte has no token, naming it and its offset.
   std::vector<int32_t> encode(std::string_view text) const;
