@@ -53,9 +53,9 @@ void quantize_q8_0(const float* src, uint8_t* dst, int64_t n) {
 
 void dequantize_q8_0(const uint8_t* src, float* dst, int64_t n) {
   for (int64_t b = 0; b < n / kQ8Block; ++b, src += kQ8BlockBytes, dst += kQ8Block) {
-    _Float16 h;
+    uint16_t h;
     std::memcpy(&h, src, 2);
-    const float d = static_cast<float>(h);
+    const float d = f16_to_f32(h);
     for (int64_t i = 0; i < kQ8Block; ++i) dst[i] = d * static_cast<float>(static_cast<int8_t>(src[2 + i]));
   }
 }

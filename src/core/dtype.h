@@ -68,6 +68,14 @@ inline float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+// IEEE binary16 (q8_0 block scales, F16 tensors of safetensors and GGUF files) -> f32: exact,
+// subnormals, infinities and NaN included.
+inline float f16_to_f32(uint16_t h) {
+  _Float16 f;
+  std::memcpy(&f, &h, 2);
+  return static_cast<float>(f);
+}
+
 // f32 rounded to the nearest bf16 value, as a float.
 inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 

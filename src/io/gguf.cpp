@@ -35,27 +35,6 @@ bool integer_type(ValueType t) {
   return t != ValueType::f32 && t != ValueType::f64 && t != ValueType::string && t != ValueType::array;
 }
 
-float half_to_float(uint16_t h) {
-  const uint32_t sign = (h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ffu, u;
-  if (exp == 0) {
-    if (man == 0) {
-      u = sign;
-    } else {  // subnormal
-      exp = 127 - 15 + 1;
-      while (!(man & 0x400u)) { man <<= 1; --exp; }
-      u = sign | (exp << 23) | ((man & 0x3ffu) << 13);
-    }
-  } else if (exp == 31) {
-    u = sign | 0x7f800000u | (man << 13);
-  } else {
-    u = sign | ((exp + 127 - 15) << 23) | (man << 13);
-  }
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 // Little-endian encoding into a byte string (the header is built in memory: it is small).
 struct Enc {
   std::string b;
@@ -434,7 +413,7 @@ std::vector<float> Reader::read_f32(const TensorInfo& t) const {
       for (size_t i = 0; i < out.size(); ++i) {
         uint16_t h;
         std::memcpy(&h, raw.data() + 2 * i, 2);
-        out[i] = half_to_float(h);
+        out[i] = f16_to_f32(h);
       }
       break;
     case TensorType::q8_0: dequantize_q8_0(reinterpret_cast<const uint8_t*>(raw.data()), out.data(), n); break;

@@ -19,24 +19,6 @@ size_t elem_size(const std::string& dt) {
   return 0;
 }
 
-float half_to_float(uint16_t h) {
-  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu, u;
-  if (exp == 0) {
-    if (man == 0) u = sign;
-    else {  // subnormal
-      exp = 127 - 15 + 1;
-      while (!(man & 0x400u)) { man <<= 1; --exp; }
-      u = sign | (exp << 23) | ((man & 0x3ffu) << 13);
-    }
-  } else if (exp == 31) {
-    u = sign | 0x7f800000u | (man << 13);
-  } else {
-    u = sign | ((exp + 127 - 15) << 23) | (man << 13);
-  }
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 }  // namespace
 
 HostTensor HostTensor::f32(Shape shape, const std::vector<float>& data) {
@@ -66,7 +48,7 @@ std::vector<float> HostTensor::to_f32(const std::string& what) const {
     for (size_t i = 0; i < n; ++i) {
       uint16_t h;
       std::memcpy(&h, bytes.data() + 2 * i, 2);
-      out[i] = dtype == "BF16" ? bf16_to_f32(h) : half_to_float(h);
+      out[i] = dtype == "BF16" ? bf16_to_f32(h) : f16_to_f32(h);
     }
   } else {
     throw Error(what + ": dtype " + dtype + " is not a float type (F32, BF16, F16)");
