@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "backends/plugin/plugin_backend.h"
 #include "core/reference.h"
 #include "qualify/compare.h"
 #include "qualify/op_cases.h"
@@ -18,6 +19,7 @@ const char* status_name(Status s) {
     case Status::pass: return "PASS";
     case Status::fail: return "FAIL";
     case Status::unsupported: return "UNSUPPORTED";
+    case Status::fallback: return "FALLBACK";
   }
   return "?";
 }
@@ -127,9 +129,19 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
     row.detail = "integer output: f32 rows only";
     return row;
   }
-  if (!be.supports(node)) {
-    row.status = Status::unsupported;
-    row.detail = "backend says unsupported";
+  // The input nodes as this row feeds them (the dtype rule of the loop below), for supports_node.
+  std::vector<Node> in_nodes;
+  for (NodeId id : node.inputs) {
+    in_nodes.push_back(cg.graph.node(id));
+    const DType in_dt = in_nodes.back().dtype == DType::i32 ? DType::i32 : fixed ? in_nodes.back().dtype : dt;
+    in_nodes.back().dtype = in_dt;
+  }
+  std::vector<const Node*> in_ptrs;
+  for (const Node& in : in_nodes) in_ptrs.push_back(&in);
+  if (!be.supports_node(node, in_ptrs)) {
+    const Backend* fb = be.fallback();
+    row.status = fb ? Status::fallback : Status::unsupported;
+    row.detail = fb ? "runs on " + fb->name() + " (fallback)" : "backend says unsupported";
     return row;
   }
   try {
@@ -235,7 +247,14 @@ std::vector<ConformRow> conform(Backend& backend, const ConformOptions& opts) {
   // The optimizer kernels' rows (optimizer_conform.h): f32 state, so f32 rows only.
   const bool f32 = std::find(opts.dtypes.begin(), opts.dtypes.end(), DType::f32) != opts.dtypes.end();
   if (f32 && (!opts.op || is_optimizer_kernel(*opts.op))) {
-    const std::vector<ConformRow> opt = conform_optimizer(backend, opts.op);
+    std::vector<ConformRow> opt = conform_optimizer(backend, opts.op);
+    // A plugin without an optimizer kernel has it run on the CPU: those rows qualify the CPU.
+    if (const auto* plugin = dynamic_cast<const PluginBackend*>(&backend))
+      for (ConformRow& r : opt)
+        if (!plugin->has_optimizer_kernel(r.op)) {
+          r.status = Status::fallback;
+          r.detail = "runs on cpu (fallback)";
+        }
     rows.insert(rows.end(), opt.begin(), opt.end());
   }
   return rows;
