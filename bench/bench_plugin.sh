@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Plugin ABI overhead: baby-gpt training through the loopback plugin (tandem's CPU kernels behind
+# include/tandem/backend_abi.h) against the in-tree cpu backend, side by side in one run, in
+# alternating rounds (cpu, loopback, cpu, loopback, ...): the tokens/s ratio per round and its
+# median. Then the example plugin (examples/backend-plugin, matmul/add/gelu on the plugin, the rest
+# on the CPU fallback): its placement, copies per step and their share of the run time.
+#
+#   bench/bench_plugin.sh [--rounds R] [--steps S] [--example PATH.so] [--out DIR]
+#
+#   --rounds R   rounds per backend (default 3); --steps S  steps per round (default 200; the first
+#                10 are excluded from the tokens/s median as warmup)
+#   --example P  libtandem-backend-example.so built from examples/backend-plugin (optional)
+# Environment: TANDEM_BIN (default build/tandem); the loopback plugin is build/plugins/.
+# Both sides run under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TANDEM="${TANDEM_BIN:-$ROOT/build/tandem}"
+LOOPBACK="$(dirname "$TANDEM")/plugins/libtandem-backend-loopback.so"
+ROUNDS=3
+STEPS=200
+EXAMPLE=""
+OUT=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --rounds) ROUNDS="$2"; shift 2;;
+    --steps) STEPS="$2"; shift 2;;
+    --example) EXAMPLE="$2"; shift 2;;
+    --out) OUT="$2"; shift 2;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0;;
+    *) echo "bench_plugin.sh: unknown argument $1" >&2; exit 2;;
+  esac
+done
+THREADS=2
+source bench/common.sh
+OUT="${OUT:-$ROOT/runs/bench-plugin-$(date +%Y%m%d-%H%M%S)}"
+[[ -x "$TANDEM" ]] || { echo "bench_plugin.sh: tandem binary not found at $TANDEM" >&2; exit 1; }
+[[ -f "$LOOPBACK" ]] || { echo "bench_plugin.sh: $LOOPBACK missing (build target loopback)" >&2; exit 1; }
+mkdir -p "$OUT"
+say "CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; tandem $TANDEM"
+"$TANDEM" prepare --input data/tinyshakespeare.txt --tokenizer char --out "$OUT/data" > "$OUT/prepare.log"
+
+run() {  # run TAG BACKEND [ENV...]
+  local tag="$1" backend="$2"; shift 2
+  timed "$OUT/$tag.log" "${CLEAN[@]}" "$@" "$TANDEM" train --config baby-gpt --data "$OUT/data" --out "$OUT/$tag" \
+    --steps "$STEPS" --backend "$backend" --set eval_interval=100000
+}
+median_toks() {  # the median tokens/s of a run after the warmup steps
+  python3 - "$1" <<'PY'
+import json, statistics, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
+print(statistics.median(r["tokens_per_s"] for r in recs[10:] or recs))
+PY
+}
+ratios=()
+for r in $(seq 1 "$ROUNDS"); do
+  run "cpu-r$r" cpu
+  run "loopback-r$r" "plugin:$LOOPBACK"
+  c=$(median_toks "$OUT/cpu-r$r/metrics.jsonl"); l=$(median_toks "$OUT/loopback-r$r/metrics.jsonl")
+  ratio=$(python3 -c "print(f'{$l / $c:.4f}')")
+  ratios+=("$ratio")
+  say "round $r: cpu $c tok/s, loopback $l tok/s, loopback/cpu $ratio"
+done
+say "loopback/cpu tokens/s, median of $ROUNDS rounds: $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') (rounds: ${ratios[*]})"
+
+if [[ -n "$EXAMPLE" ]]; then
+  run example "plugin:$EXAMPLE"
+  say "example plugin: $(grep '^placement:' "$OUT/example.log")"
+  say "example plugin: $(grep '^fallback copies:' "$OUT/example.log")"
+  say "example plugin: $(median_toks "$OUT/example/metrics.jsonl") tok/s (cpu: $(median_toks "$OUT/cpu-r1/metrics.jsonl"))"
+fi
