@@ -32,8 +32,9 @@
  * Ops. tandem's ops are named by string plus an op version (all 1 today; an op's version grows
  * when its attributes or meaning change). The host resolves each name once, at plan time, with
  * op_lookup; the plugin's id then comes back in every node. Each node has one output. Op meanings,
- * shapes and attributes are tandem's op definitions (README "Ops"); `tandem conform` checks a
- * plugin against their float64 references.
+ * shapes and attributes are tandem's op definitions (src/ops/); `tandem conform` checks a
+ * plugin against their float64 references. Two ops also write one input in place, the KV cache of
+ * decoding: attention_cached (input 1) and attention_latent (input 2).
  */
 #ifndef TANDEM_BACKEND_ABI_H
 #define TANDEM_BACKEND_ABI_H

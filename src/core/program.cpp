@@ -39,6 +39,12 @@ struct OpProfile {
   }
 };
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// The input an op writes in place besides its output (the KV caches of decoding: attention_cached's
+// cache, attention_latent's latent cache), or -1. A fallback node's copy of it goes back after the run.
+int state_input(OpKind op) {
+  return op == OpKind::attention_cached ? 1 : op == OpKind::attention_latent ? 2 : -1;
+}
 }  // namespace
 
 Program::Program(const Graph& graph, Backend& backend, const std::set<NodeId>& keep)
@@ -152,6 +158,12 @@ Program::Program(const Graph& graph, Backend& backend, const std::set<NodeId>& k
         ++copies_per_run_;
       }
     }
+    if (const int k = state_input(nd.op); k >= 0) {
+      // State written in place lives on the backend between runs: always copied in, and back.
+      check(f.copy_in[static_cast<size_t>(k)], "program: the state input of node '", nd.name, "' was computed on ",
+            fallback_->name(), "; it must be bound on ", backend_.name());
+      ++copies_per_run_;
+    }
     f.out = Tensor::empty(*fallback_, nd.shape, nd.dtype);
     const size_t r = static_cast<size_t>(nd.id);
     f.copy_out = read_on_backend[r] || last[r] == n;
@@ -180,6 +192,12 @@ void Program::run_fallback(size_t step, FallbackStep& f, std::vector<Tensor>& in
   const auto t1 = std::chrono::steady_clock::now();
   fallback_->execute(nd, f.ins, f.out);
   const auto t2 = std::chrono::steady_clock::now();
+  if (const int k = state_input(nd.op); k >= 0) {
+    const Tensor& state = ins[static_cast<size_t>(k)];
+    backend_.upload(state.storage->handle, state.offset,
+                    static_cast<char*>(f.ins[static_cast<size_t>(k)].storage->handle) + f.ins[static_cast<size_t>(k)].offset,
+                    state.nbytes());
+  }
   if (f.copy_out) {
     const Tensor& dst = tensors_[static_cast<size_t>(nd.id)];
     backend_.upload(dst.storage->handle, dst.offset, static_cast<char*>(f.out.storage->handle) + f.out.offset,

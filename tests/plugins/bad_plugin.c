@@ -1,13 +1,14 @@
-/* Deliberately broken backend plugins for tests/python/test_backend_plugin.py: one source, one
- * defect per -DBAD_<X> flag, each of which tandem must refuse or catch with a clear error (never a
- * crash of the host):
+/* Test plugins for tests/python/test_backend_plugin.py: one source, one deliberate defect per
+ * -DBAD_<X> flag, each of which tandem must refuse or catch with a clear error (never a crash of
+ * the host):
  *   BAD_NO_SYMBOL     exports no tandem_backend_get_api (not a tandem plugin)
  *   BAD_MAJOR         built for ABI major TDB_ABI_MAJOR + 1
  *   BAD_REFUSE        tandem_backend_get_api returns NULL
  *   BAD_NULL_ENTRY    leaves a required entry (execute) NULL
  *   BAD_EXECUTE       execute reports an error for gelu (with a last_error message)
  *   BAD_LIES          claims to support softmax, computes it wrong (conform must FAIL it)
- * Without a flag it is a correct one-op plugin: gelu in f32. */
+ * Without a flag it is a correct one-op plugin: gelu in f32. EMPTY: no op at all (every node on
+ * the CPU fallback, so a run must be bit-identical to --backend cpu). */
 #include <tandem/backend_abi.h>
 
 #include <math.h>
@@ -46,6 +47,9 @@ static tdb_status b_copy(tdb_device* d, tdb_buffer* dst, uint64_t doff, const td
 }
 static int32_t b_lookup(const char* op, uint32_t v) {
   (void)v;
+#ifdef EMPTY
+  return -1;
+#endif
   if (strcmp(op, "gelu") == 0) return 0;
 #ifdef BAD_LIES
   if (strcmp(op, "softmax") == 0) return 1;

@@ -49,7 +49,7 @@ def bad_plugins(tmp_path_factory) -> dict[str, Path]:
     """tests/plugins/bad_plugin.c built once per defect (and once correct)."""
     out = tmp_path_factory.mktemp("bad-plugins")
     built = {}
-    for mode in ["GOOD", "BAD_NO_SYMBOL", "BAD_MAJOR", "BAD_REFUSE", "BAD_NULL_ENTRY", "BAD_EXECUTE", "BAD_LIES"]:
+    for mode in ["GOOD", "EMPTY", "BAD_NO_SYMBOL", "BAD_MAJOR", "BAD_REFUSE", "BAD_NULL_ENTRY", "BAD_EXECUTE", "BAD_LIES"]:
         so = out / f"libtandem-backend-{mode.lower()}.so"
         subprocess.run([_cc(), "-std=c11", "-O1", "-w", "-shared", "-fPIC", f"-D{mode}", f"-I{REPO_ROOT / 'include'}",
                         "-o", so, REPO_ROOT / "tests" / "plugins" / "bad_plugin.c", "-lm"], check=True)
@@ -115,6 +115,23 @@ def test_fallback_none_refuses_nodes_the_plugin_lacks(tandem, bad_plugins, char_
     r = tandem.run("train", "--config", "baby-gpt", "--data", char_data, "--out", tmp_path / "run", "--steps", "1",
                    "--backend", f"plugin:{bad_plugins['GOOD']}", "--fallback", "none")
     assert r.returncode == 1 and re.search(r"backend bad does not support op \w+ \(f32\) at node '", r.stderr), r.describe()
+
+
+def test_generate_on_an_empty_plugin_is_the_cpus_to_the_bit(tandem, bad_plugins, char_data, tmp_path):
+    """Every node on the CPU fallback, decoding included: the KV caches that attention_cached writes
+    in place live in plugin memory and are copied back after each fallback run."""
+    # One step is enough: the claim is equality to the bit, near-ties in the logits included.
+    tandem("train", "--config", "baby-gpt", "--data", char_data, "--out", tmp_path / "run", "--steps", "1",
+           "--set", "batch_size=2", "--set", "eval_steps=1")
+    out = {}
+    for backend in ["cpu", f"plugin:{bad_plugins['EMPTY']}"]:
+        out[backend] = tandem("generate", "--model", tmp_path / "run", "--prompt", "ROMEO:", "--max-tokens", "40",
+                              "--temperature", "0", "--backend", backend).stdout
+    assert len(set(out.values())) == 1, out
+    r = tandem("generate", "--model", tmp_path / "run", "--prompt", "ROMEO:", "--max-tokens", "40", "--temperature",
+               "0.8", "--seed", "3", "--backend", f"plugin:{bad_plugins['EMPTY']}").stdout
+    assert r == tandem("generate", "--model", tmp_path / "run", "--prompt", "ROMEO:", "--max-tokens", "40",
+                       "--temperature", "0.8", "--seed", "3", "--backend", "cpu").stdout
 
 
 # ---- loopback: every op through the ABI ------------------------------------------------------------
