@@ -129,12 +129,18 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
     row.detail = "integer output: f32 rows only";
     return row;
   }
-  // The input nodes as this row feeds them (the dtype rule of the loop below), for supports_node.
+  // The dtype input i is fed in, and the input nodes as this row feeds them (for supports_node).
+  auto input_dtype = [&](size_t i) {
+    const Node& in = cg.graph.node(node.inputs[i]);
+    return in.dtype == DType::i32 ? DType::i32
+           : fixed                ? in.dtype
+           : q8 >= 0              ? (static_cast<int>(i) == q8 ? DType::q8_0 : DType::f32)
+                                  : dt;
+  };
   std::vector<Node> in_nodes;
-  for (NodeId id : node.inputs) {
-    in_nodes.push_back(cg.graph.node(id));
-    const DType in_dt = in_nodes.back().dtype == DType::i32 ? DType::i32 : fixed ? in_nodes.back().dtype : dt;
-    in_nodes.back().dtype = in_dt;
+  for (size_t i = 0; i < node.inputs.size(); ++i) {
+    in_nodes.push_back(cg.graph.node(node.inputs[i]));
+    in_nodes.back().dtype = input_dtype(i);
   }
   std::vector<const Node*> in_ptrs;
   for (const Node& in : in_nodes) in_ptrs.push_back(&in);
@@ -150,10 +156,7 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       const NodeId id = node.inputs[i];
       const Node& in = cg.graph.node(id);
-      const DType in_dt = in.dtype == DType::i32 ? DType::i32
-                          : fixed                ? in.dtype
-                          : q8 >= 0              ? (static_cast<int>(i) == q8 ? DType::q8_0 : DType::f32)
-                                                 : dt;
+      const DType in_dt = input_dtype(i);
       ins_ref.push_back(rounded(ref[static_cast<size_t>(id)], in_dt));
       Tensor t = guarded(be, in.shape, in_dt);
       const auto bytes = encode(ins_ref.back(), in_dt);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <set>
 #include <string>
 
 #include "core/error.h"
@@ -85,9 +84,18 @@ struct Encoder {
   }
 };
 
-struct NameCollector {
-  std::set<std::string> names;
-  template <class T> void operator()(const char* name, T&) { names.insert(name); }
+// Whether a struct's fields are exactly the node's attributes (no allocation: this runs per node
+// executed in the loopback plugin).
+struct NameMatcher {
+  const tdb_node& n;
+  int32_t fields = 0;
+  bool all_found = true;
+  template <class T> void operator()(const char* name, T&) {
+    ++fields;
+    bool found = false;
+    for (int32_t i = 0; i < n.n_attrs && !found; ++i) found = std::strcmp(n.attrs[i]->name, name) == 0;
+    all_found = all_found && found;
+  }
 };
 
 // Reads each field from the node's attributes (all present: the struct was chosen by its names).
@@ -119,20 +127,20 @@ struct Decoder {
 };
 
 // The Attrs alternative whose field names are exactly the node's attribute names.
-template <size_t I = 0> bool decode_attrs(const tdb_node& n, const std::set<std::string>& names, Attrs& out) {
+template <size_t I = 0> bool decode_attrs(const tdb_node& n, Attrs& out) {
   if constexpr (I == std::variant_size_v<Attrs>) {
     return false;
   } else {
     std::variant_alternative_t<I, Attrs> a{};
-    NameCollector c;
-    fields(a, c);
-    if (c.names == names) {
+    NameMatcher m{n};
+    fields(a, m);
+    if (m.all_found && m.fields == n.n_attrs) {
       Decoder d{n};
       fields(a, d);
       out = a;
       return true;
     }
-    return decode_attrs<I + 1>(n, names, out);
+    return decode_attrs<I + 1>(n, out);
   }
 }
 
@@ -199,9 +207,7 @@ Node node_from_abi(const tdb_node& n, OpKind op) {
   const auto dt = from_abi_dtype(n.output->dtype);
   check(dt.has_value(), "op ", n.op, " at node '", node.name, "': unknown output dtype ", n.output->dtype);
   node.dtype = *dt;
-  std::set<std::string> names;
-  for (int32_t i = 0; i < n.n_attrs; ++i) names.insert(n.attrs[i]->name);
-  check(decode_attrs(n, names, node.attrs), "op ", n.op, " at node '", node.name,
+  check(decode_attrs(n, node.attrs), "op ", n.op, " at node '", node.name,
         "': its attributes match no op parameter struct of this tandem");
   return node;
 }
