@@ -45,23 +45,30 @@ run() {  # run TAG BACKEND [ENV...]
   timed "$OUT/$tag.log" "${CLEAN[@]}" "$@" "$TANDEM" train --config baby-gpt --data "$OUT/data" --out "$OUT/$tag" \
     --steps "$STEPS" --backend "$backend" --set eval_interval=100000
 }
-median_toks() {  # the median tokens/s of a run after the warmup steps
-  python3 - "$1" <<'PY'
+# toks RUN STAT: tokens/s of a run after the warmup steps: STAT=median, or best (the fastest step:
+# on a machine shared with other jobs, the step least disturbed by them).
+toks() {
+  python3 - "$1" "$2" <<'PY'
 import json, statistics, sys
 recs = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l]
-print(statistics.median(r["tokens_per_s"] for r in recs[10:] or recs))
+v = [r["tokens_per_s"] for r in recs[10:] or recs]
+print(f"{statistics.median(v) if sys.argv[2] == 'median' else max(v):.1f}")
 PY
 }
-ratios=()
+median_toks() { toks "$1" median; }
+ratios=(); best_ratios=()
 for r in $(seq 1 "$ROUNDS"); do
   run "cpu-r$r" cpu
   run "loopback-r$r" "plugin:$LOOPBACK"
-  c=$(median_toks "$OUT/cpu-r$r/metrics.jsonl"); l=$(median_toks "$OUT/loopback-r$r/metrics.jsonl")
-  ratio=$(python3 -c "print(f'{$l / $c:.4f}')")
-  ratios+=("$ratio")
-  say "round $r: cpu $c tok/s, loopback $l tok/s, loopback/cpu $ratio"
+  c=$(toks "$OUT/cpu-r$r/metrics.jsonl" median); l=$(toks "$OUT/loopback-r$r/metrics.jsonl" median)
+  cb=$(toks "$OUT/cpu-r$r/metrics.jsonl" best); lb=$(toks "$OUT/loopback-r$r/metrics.jsonl" best)
+  ratios+=("$(python3 -c "print(f'{$l / $c:.4f}')")"); best_ratios+=("$(python3 -c "print(f'{$lb / $cb:.4f}')")")
+  say "round $r: median cpu $c tok/s, loopback $l tok/s, ratio ${ratios[-1]}; best step cpu $cb, loopback $lb, ratio ${best_ratios[-1]}"
 done
-say "loopback/cpu tokens/s, median of $ROUNDS rounds: $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') (rounds: ${ratios[*]})"
+med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+say "loopback/cpu tokens/s, median over $ROUNDS rounds: $(med "${ratios[@]}") (rounds: ${ratios[*]})"
+say "loopback/cpu best-step tokens/s, median over $ROUNDS rounds: $(med "${best_ratios[@]}") (rounds: ${best_ratios[*]})"
+say "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs on the machine make the median noisy)"
 
 if [[ -n "$EXAMPLE" ]]; then
   run example "plugin:$EXAMPLE"
