@@ -156,7 +156,7 @@ typedef struct tdb_backend_api {
 
   /* Once, before anything else; options is the text after a comma in --backend (may be ""). */
   tdb_status (*init)(const tdb_host* host, const char* options);
-  void (*shutdown)(void);
+  void (*shutdown)(void); /* optional; the host never unloads a plugin */
   /* This thread's last error message ("" if none); valid until this thread's next call. */
   const char* (*last_error)(void);
 
@@ -173,6 +173,7 @@ typedef struct tdb_backend_api {
   tdb_status (*buffer_read)(tdb_device* device, const tdb_buffer* src, uint64_t offset, void* dst, uint64_t bytes);
   tdb_status (*buffer_copy)(tdb_device* device, tdb_buffer* dst, uint64_t dst_offset, const tdb_buffer* src,
                             uint64_t src_offset, uint64_t bytes);
+  /* Optional (NULL: the host writes zeros with buffer_write). */
   tdb_status (*buffer_zero)(tdb_device* device, tdb_buffer* dst, uint64_t offset, uint64_t bytes);
 
   /* Compute. op_lookup: the plugin's id for an op, or -1 if it has no kernel for it (pure). */
