@@ -2,8 +2,9 @@
 # Plugin ABI overhead: baby-gpt training through the loopback plugin (tandem's CPU kernels behind
 # include/tandem/backend_abi.h) against the in-tree cpu backend, side by side in one run, in
 # alternating rounds (cpu, loopback, cpu, loopback, ...): the tokens/s ratio per round and its
-# median. Then the example plugin (examples/backend-plugin, matmul/add/gelu on the plugin, the rest
-# on the CPU fallback): its placement, copies per step and their share of the run time.
+# median, then tokens per CPU-second with one thread (robust on a machine shared with other jobs).
+# Then the example plugin (examples/backend-plugin, matmul/add/gelu on the plugin, the rest on the
+# CPU fallback): its placement, copies per step and their share of the run time.
 #
 #   bench/bench_plugin.sh [--rounds R] [--steps S] [--example PATH.so] [--out DIR]
 #
@@ -69,6 +70,23 @@ med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2
 say "loopback/cpu tokens/s, median over $ROUNDS rounds: $(med "${ratios[@]}") (rounds: ${ratios[*]})"
 say "loopback/cpu best-step tokens/s, median over $ROUNDS rounds: $(med "${best_ratios[@]}") (rounds: ${best_ratios[*]})"
 say "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs on the machine make the median noisy)"
+
+# The same comparison in CPU time, which other jobs on the machine barely move: one OpenMP thread
+# (no spinning workers), S steps per run, user+sys seconds of the whole process (start-up included,
+# the same on both sides but the plugin's dlopen), alternating rounds.
+cpu_s() {  # cpu_s TAG BACKEND: user+sys seconds of a one-thread training run
+  "${CLEAN[@]}" OMP_NUM_THREADS=1 /usr/bin/time -f "%U %S" -o "$OUT/$1.time" "$TANDEM" train --config baby-gpt \
+    --data "$OUT/data" --out "$OUT/$1" --steps "$STEPS" --set eval_interval=100000 --set eval_steps=1 \
+    --backend "$2" > "$OUT/$1.log" 2>&1 || { echo "bench_plugin.sh: $1 failed (log $OUT/$1.log)" >&2; exit 1; }
+  awk '{ printf "%.2f\n", $1 + $2 }' "$OUT/$1.time"
+}
+cpu_ratios=()
+for r in $(seq 1 "$ROUNDS"); do
+  c=$(cpu_s "cpu1t-r$r" cpu); l=$(cpu_s "loopback1t-r$r" "plugin:$LOOPBACK")
+  cpu_ratios+=("$(python3 -c "print(f'{$c / $l:.4f}')")")
+  say "round $r, one thread: cpu $c CPU-s, loopback $l CPU-s for $STEPS steps; loopback/cpu tokens per CPU-second ${cpu_ratios[-1]}"
+done
+say "loopback/cpu tokens per CPU-second (one thread), median over $ROUNDS rounds: $(med "${cpu_ratios[@]}") (rounds: ${cpu_ratios[*]})"
 
 if [[ -n "$EXAMPLE" ]]; then
   run example "plugin:$EXAMPLE"
