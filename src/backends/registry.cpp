@@ -5,6 +5,7 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/faulty/faulty_backend.h"
+#include "backends/plugin/plugin_backend.h"
 #include "core/error.h"
 #ifdef TANDEM_HAVE_OPENCL
 #include "backends/opencl/opencl_backend.h"
@@ -24,8 +25,21 @@ const char* const kBuiltIn =
 #ifdef TANDEM_HAVE_CUDA
     ", cuda"
 #endif
-    ", faulty:<backend>";
+    ", faulty:<backend>, plugin:<path.so>";
+
+std::string& fallback_mode() {
+  static std::string mode = [] {
+    const char* e = std::getenv("TANDEM_FALLBACK");
+    return std::string(e && *e ? e : "cpu");
+  }();
+  return mode;
+}
 }  // namespace
+
+void set_plugin_fallback(const std::string& mode) {
+  check(mode == "cpu" || mode == "none", "--fallback must be cpu or none, not '", mode, "'");
+  fallback_mode() = mode;
+}
 
 std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& fault) {
   if (name.starts_with("faulty:")) {
@@ -40,7 +54,15 @@ std::unique_ptr<Backend> make_backend(const std::string& name, const std::string
 #ifdef TANDEM_HAVE_CUDA
   if (name == "cuda") return std::make_unique<CudaBackend>();
 #endif
-  throw Error("unknown backend '" + name + "' (this build has: " + kBuiltIn + ")");
+  if (name.starts_with("plugin:")) {
+    check(fallback_mode() == "cpu" || fallback_mode() == "none", "TANDEM_FALLBACK must be cpu or none, not '",
+          fallback_mode(), "'");
+    return std::make_unique<PluginBackend>(load_plugin(name.substr(7)), fallback_mode() == "cpu");
+  }
+  if (const std::string path = find_plugin(name); !path.empty()) return make_backend("plugin:" + path, "");
+  const char* search = std::getenv("TANDEM_BACKEND_PATH");
+  throw Error("unknown backend '" + name + "' (this build has: " + kBuiltIn + "; no libtandem-backend-" + name +
+              ".so in TANDEM_BACKEND_PATH" + (search && *search ? "=" + std::string(search) : " (unset)") + ")");
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& name) {
@@ -74,6 +96,8 @@ std::vector<BackendInfo> list_backends() {
   out.push_back({"cuda", {}, "not built (nvcc/CUDA toolkit not found at configure time, or -DTANDEM_CUDA=OFF)"});
 #endif
   out.push_back({"faulty:<backend>", {}, "wraps a backend with one injected fault (--fault op=NAME,kind=...)"});
+  out.push_back({"plugin:<path.so>", {}, "an out-of-tree backend through include/tandem/backend_abi.h (TANDEM_BACKEND_PATH: "
+                 "directories of libtandem-backend-NAME.so, selected as --backend NAME)"});
   return out;
 }
 

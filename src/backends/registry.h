@@ -20,4 +20,8 @@ std::vector<BackendInfo> list_backends();
 // make_backend(name) takes the spec from the TANDEM_FAULT environment variable.
 std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& fault);
 
+// Whether plugins (plugin:<path> or a name found in TANDEM_BACKEND_PATH) run the nodes they do
+// not support on the CPU: "cpu" (the default, or TANDEM_FALLBACK) or "none" (--fallback none).
+void set_plugin_fallback(const std::string& mode);
+
 }  // namespace tandem

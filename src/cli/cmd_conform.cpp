@@ -27,7 +27,7 @@ void print_class_summary(const std::vector<qualify::ConformRow>& rows) {
   };
   std::map<std::pair<std::string, std::string>, Worst> by_class;
   for (const auto& r : rows) {
-    if (r.status == qualify::Status::unsupported) continue;
+    if (r.status == qualify::Status::unsupported || r.status == qualify::Status::fallback) continue;
     Worst& w = by_class[{r.dtype, r.klass}];
     w.nmse_bound = r.tolerance;
     w.max_rel_bound = r.max_rel_tolerance;
@@ -61,7 +61,8 @@ void register_conform(CLI::App& app) {
     std::string backend = "cpu", op, dtype, json, html, fault;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("--backend", o->backend, "Backend to qualify (cpu, opencl, cuda, faulty:<backend>; `tandem backends` lists this build's)")->capture_default_str();
+  cmd->add_option("--backend", o->backend, "Backend to qualify (cpu, opencl, cuda, faulty:<backend>, plugin:<path.so> or a TANDEM_BACKEND_PATH plugin name; `tandem backends` lists them)")->capture_default_str();
+  add_fallback_option(cmd);
   cmd->add_option("--op", o->op, "Only this op's cases (and rows whose node is this op)");
   cmd->add_option("--dtype", o->dtype,
                   "Only this dtype (default: all three; q8_0 rows: matmuls and embeddings with a q8_0 weight, f32 "
@@ -111,8 +112,11 @@ void register_conform(CLI::App& app) {
                   static_cast<long long>(faulty->executions()), faulty->spec().op.c_str());
     std::printf("\nconform %s (%s):\n", backend->name().c_str(), o->op.empty() ? "all ops" : o->op.c_str());
     for (auto& [dt, counts] : by_dtype)
-      std::printf("  %-5s %4d PASS  %4d FAIL  %4d UNSUPPORTED\n", dt.c_str(), counts[qualify::Status::pass],
-                  counts[qualify::Status::fail], counts[qualify::Status::unsupported]);
+      std::printf("  %-5s %4d PASS  %4d FAIL  %4d UNSUPPORTED%s\n", dt.c_str(), counts[qualify::Status::pass],
+                  counts[qualify::Status::fail], counts[qualify::Status::unsupported],
+                  counts[qualify::Status::fallback]
+                      ? ("  " + std::to_string(counts[qualify::Status::fallback]) + " FALLBACK").c_str()
+                      : "");
     if (!failing_ops.empty()) {
       std::printf("  failing ops:");
       for (auto& [op, n] : failing_ops) std::printf(" %s (%d)", op.c_str(), n);

@@ -24,6 +24,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--batch", o->batch, "Sequences per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--max-batches", o->max_batches, "Stop after this many batches (0: the whole split)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
+  add_fallback_option(cmd);
   add_weights_option(cmd, o->weights);
   cmd->callback([o] {
     LoadedModel m = load_model(o->model, o->backend, o->weights);

@@ -29,6 +29,7 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->s.top_p, "Nucleus sampling mass (1: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o->s.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
+  add_fallback_option(cmd);
   add_weights_option(cmd, o->weights);
   cmd->add_flag("--stats", o->stats,
                 "Print timings as one JSON line on stderr: prompt tokens and prefill time (to the first token), "

@@ -24,6 +24,7 @@ void register_grad(CLI::App& app) {
                   "Optimizer setting: learning_rate, weight_decay, beta1, beta2, adam_eps, grad_clip; or "
                   "mtp_loss_weight (DeepSeek MTP's lambda, > 0; default 0.3)");
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
+  add_fallback_option(cmd);
   cmd->callback([o] {
     LoadedModel m = load_model(o->model, o->backend, "f32");  // gradients of the f32 master, whatever the file stores
     const SafetensorsFile batch = SafetensorsFile::load(o->batch);

@@ -14,6 +14,7 @@ void add_two_backend_options(CLI::App* cmd, qualify::TwoBackendOptions& o, std::
   cmd->add_option("--config", o.config, "Preset name or JSON file (as `tandem train`)")->capture_default_str();
   cmd->add_option("--data", o.data_dir, "Data directory from `tandem prepare`")->required();
   cmd->add_option("--backends", backends, "Two backends, the reference first: A,B (e.g. cpu,opencl)")->required();
+  add_fallback_option(cmd);
   cmd->add_option("--set", o.sets, "Override a config key: key=value (repeatable)");
   cmd->add_option("--seed", o.seed, "Init and batch seed")->capture_default_str();
   cmd->add_option("--fault", o.fault,

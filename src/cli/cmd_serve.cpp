@@ -31,6 +31,7 @@ void register_serve(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   cmd->add_option("--model", o->model, "Checkpoint directory, or a run directory (its newest checkpoint)")->required();
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
+  add_fallback_option(cmd);
   add_weights_option(cmd, o->weights);
   cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o->port, "Port to listen on (0: any free port)")->capture_default_str()->check(CLI::Range(0, 65535));

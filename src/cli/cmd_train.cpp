@@ -31,6 +31,7 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--resume", o->resume, "Continue from the newest valid checkpoint in --out");
   cmd->add_option("--seed", o->seed, "Seed for initialisation and batch order")->capture_default_str();
   cmd->add_option("--backend", o->backend, "Compute backend")->capture_default_str();
+  add_fallback_option(cmd);
   // Data parallelism: start with `mpirun -np N tandem train ...` (README, "Training on several processes").
   cmd->add_option("--reduce", o->reduce,
                   "How the ranks' gradients are added: fast (the MPI engine's all-reduce) or deterministic (a fixed "

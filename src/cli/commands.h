@@ -20,4 +20,7 @@ void register_parity(CLI::App& app);
 void register_diff(CLI::App& app);
 void register_report(CLI::App& app);
 
+// --fallback cpu|none beside every --backend: whether a plugin's unsupported nodes run on the CPU.
+void add_fallback_option(CLI::App* cmd);
+
 }  // namespace tandem::cli

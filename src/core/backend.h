@@ -41,6 +41,12 @@ class Backend {
 
   // Compute.
   virtual bool supports(const Node& node) const = 0;
+  // supports() with the input nodes known: what a Program and conform ask. Plugins decide on the
+  // inputs' dtypes and shapes too; in-tree backends need only the node.
+  virtual bool supports_node(const Node& node, std::span<const Node* const> inputs) const { return supports(node); }
+  // The backend that runs the nodes this one does not support (a plugin's CPU fallback), or
+  // nullptr: a Program then refuses such nodes. A Program places each node once, at plan time.
+  virtual Backend* fallback() { return nullptr; }
   virtual void execute(const Node& node, std::span<const Tensor> inputs, const Tensor& output) = 0;
 
   // Optimizer kernels (in place; not differentiated).

@@ -39,6 +39,12 @@ struct OpProfile {
   }
 };
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// The input an op writes in place besides its output (the KV caches of decoding: attention_cached's
+// cache, attention_latent's latent cache), or -1. A fallback node's copy of it goes back after the run.
+int state_input(OpKind op) {
+  return op == OpKind::attention_cached ? 1 : op == OpKind::attention_latent ? 2 : -1;
+}
 }  // namespace
 
 Program::Program(const Graph& graph, Backend& backend, const std::set<NodeId>& keep)
@@ -63,8 +69,16 @@ Program::Program(const Graph& graph, Backend& backend, const std::set<NodeId>& k
     if (!live_[i]) continue;
     const Node& nd = graph.node(static_cast<NodeId>(i));
     if (nd.op != OpKind::input && nd.op != OpKind::param && nd.op != OpKind::reshape) {
-      check(backend.supports(nd), "backend ", backend.name(), " does not support op ", op_name(nd.op),
-            " (", dtype_name(nd.dtype), ") at node '", nd.name, "'");
+      std::vector<const Node*> in_nodes;
+      for (NodeId in : nd.inputs) in_nodes.push_back(&graph.node(in));
+      if (!backend.supports_node(nd, in_nodes)) {
+        Backend* fb = backend.fallback();
+        check(fb && fb->supports_node(nd, in_nodes), "backend ", backend.name(), " does not support op ",
+              op_name(nd.op), " (", dtype_name(nd.dtype), ") at node '", nd.name, "'",
+              fb ? std::string(" and neither does its fallback ") + fb->name() : std::string(""));
+        fallback_ = fb;
+        fallback_steps_[schedule_.size()] = {};
+      }
       schedule_.push_back(nd.id);
     }
     size_t r = static_cast<size_t>(root[i]);
@@ -119,6 +133,78 @@ Program::Program(const Graph& graph, Backend& backend, const std::set<NodeId>& k
     t.dtype = nd.dtype;
   }
   // Views are resolved at bind/run time (their root may be a leaf bound later).
+
+  // Fallback nodes: host tensors, and which values cross between the backends each run.
+  if (fallback_steps_.empty()) return;
+  std::vector<int64_t> host_out(n, -1);  // root -> the schedule step whose host output holds it
+  std::vector<bool> read_on_backend(n, false);
+  for (size_t step = 0; step < schedule_.size(); ++step) {
+    const Node& nd = graph.node(schedule_[step]);
+    const bool on_fb = fallback_steps_.contains(step);
+    for (NodeId in : nd.inputs)
+      if (!on_fb) read_on_backend[static_cast<size_t>(root[static_cast<size_t>(in)])] = true;
+  }
+  for (auto& [step, f] : fallback_steps_) {
+    const Node& nd = graph.node(schedule_[step]);
+    for (NodeId in : nd.inputs) {
+      const Node& ind = graph.node(in);
+      const int64_t from = host_out[static_cast<size_t>(root[static_cast<size_t>(in)])];
+      if (from >= 0) {
+        f.ins.push_back(fallback_steps_.at(static_cast<size_t>(from)).out.reshaped(ind.shape));
+        f.copy_in.push_back(false);
+      } else {
+        f.ins.push_back(Tensor::empty(*fallback_, ind.shape, ind.dtype));
+        f.copy_in.push_back(true);
+        ++copies_per_run_;
+      }
+    }
+    if (const int k = state_input(nd.op); k >= 0) {
+      // State written in place lives on the backend between runs: always copied in, and back.
+      check(f.copy_in[static_cast<size_t>(k)], "program: the state input of node '", nd.name, "' was computed on ",
+            fallback_->name(), "; it must be bound on ", backend_.name());
+      ++copies_per_run_;
+    }
+    f.out = Tensor::empty(*fallback_, nd.shape, nd.dtype);
+    const size_t r = static_cast<size_t>(nd.id);
+    f.copy_out = read_on_backend[r] || last[r] == n;
+    copies_per_run_ += f.copy_out;
+    host_out[r] = static_cast<int64_t>(step);
+  }
+}
+
+std::string Program::placement() const {
+  if (fallback_steps_.empty()) return "";
+  const size_t m = schedule_.size(), k = fallback_steps_.size();
+  return std::to_string(m - k) + " of " + std::to_string(m) + " nodes on " + backend_.name() + ", " +
+         std::to_string(k) + " on " + fallback_->name() + " (fallback), " + std::to_string(copies_per_run_) +
+         " copies per step";
+}
+
+void Program::run_fallback(size_t step, FallbackStep& f, std::vector<Tensor>& ins) {
+  const Node& nd = graph_.node(schedule_[step]);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t k = 0; k < f.ins.size(); ++k)
+    if (f.copy_in[k]) {
+      const Tensor& src = ins[k];
+      backend_.download(static_cast<char*>(f.ins[k].storage->handle) + f.ins[k].offset, src.storage->handle,
+                        src.offset, src.nbytes());
+    }
+  const auto t1 = std::chrono::steady_clock::now();
+  fallback_->execute(nd, f.ins, f.out);
+  const auto t2 = std::chrono::steady_clock::now();
+  if (const int k = state_input(nd.op); k >= 0) {
+    const Tensor& state = ins[static_cast<size_t>(k)];
+    backend_.upload(state.storage->handle, state.offset,
+                    static_cast<char*>(f.ins[static_cast<size_t>(k)].storage->handle) + f.ins[static_cast<size_t>(k)].offset,
+                    state.nbytes());
+  }
+  if (f.copy_out) {
+    const Tensor& dst = tensors_[static_cast<size_t>(nd.id)];
+    backend_.upload(dst.storage->handle, dst.offset, static_cast<char*>(f.out.storage->handle) + f.out.offset,
+                    f.out.nbytes());
+  }
+  copy_seconds_ += std::chrono::duration<double>(t1 - t0).count() +
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count();
 }
 
 void Program::bind(NodeId leaf, const Tensor& t) {
@@ -154,6 +240,12 @@ void Program::run(const std::function<void(size_t)>& after_step) {
     const Node& nd = graph_.node(id);
     ins.clear();
     for (NodeId in : nd.inputs) ins.push_back(tensors_[static_cast<size_t>(in)]);
+    if (!fallback_steps_.empty())
+      if (auto f = fallback_steps_.find(step); f != fallback_steps_.end()) {
+        run_fallback(step, f->second, ins);
+        if (after_step) after_step(step);
+        continue;
+      }
     if (!profile) {
       backend_.execute(nd, ins, tensors_[static_cast<size_t>(id)]);
     } else {

@@ -4,9 +4,16 @@
 //  - Nodes listed in `keep` survive the run (outputs, gradients, captured intermediates); every
 //    other buffer is reused as soon as its last reader has run.
 //  - reshape nodes are views: they share their input's memory.
+//  - Placement is decided once, here: a node the backend does not support runs on its fallback()
+//    backend (a plugin's CPU) when it has one. Each such node gets host buffers of its own for its
+//    inputs and output; a run copies in the inputs that were computed on the backend (an input
+//    computed by an earlier fallback node is read where it lies) and copies the output back only
+//    when a node on the backend reads it or it is kept.
 #pragma once
 #include <functional>
+#include <map>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "core/backend.h"
@@ -30,6 +37,13 @@ class Program {
   const Tensor& get(NodeId id) const;
   size_t arena_bytes() const { return arena_ ? arena_->bytes : 0; }
   const Graph& graph() const { return graph_; }
+  // Placement (fixed at construction).
+  size_t nodes_scheduled() const { return schedule_.size(); }
+  size_t nodes_on_fallback() const { return fallback_steps_.size(); }
+  size_t copies_per_run() const { return copies_per_run_; }
+  double copy_seconds() const { return copy_seconds_; }  // spent in fallback copies, all runs so far
+  // "N of M nodes on foo, K on cpu (fallback), C copies per step": empty without fallback nodes.
+  std::string placement() const;
   Backend& backend() const { return backend_; }
 
  private:
@@ -41,6 +55,18 @@ class Program {
   std::vector<NodeId> root_;      // the node whose buffer each node uses (views: their input's)
   std::shared_ptr<Storage> arena_;
   std::set<NodeId> keep_;
+  // A node run on the fallback backend: its host-side input and output tensors.
+  struct FallbackStep {
+    std::vector<Tensor> ins;
+    std::vector<bool> copy_in;  // input k is copied from the backend each run
+    Tensor out;
+    bool copy_out = false;      // the output is copied back to the backend's arena
+  };
+  std::map<size_t, FallbackStep> fallback_steps_;  // by schedule step
+  Backend* fallback_ = nullptr;
+  size_t copies_per_run_ = 0;
+  double copy_seconds_ = 0;
+  void run_fallback(size_t step, FallbackStep& f, std::vector<Tensor>& ins);
 };
 
 }  // namespace tandem

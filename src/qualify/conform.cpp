@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "backends/plugin/plugin_backend.h"
 #include "core/reference.h"
 #include "qualify/compare.h"
 #include "qualify/op_cases.h"
@@ -18,6 +19,7 @@ const char* status_name(Status s) {
     case Status::pass: return "PASS";
     case Status::fail: return "FAIL";
     case Status::unsupported: return "UNSUPPORTED";
+    case Status::fallback: return "FALLBACK";
   }
   return "?";
 }
@@ -127,9 +129,25 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
     row.detail = "integer output: f32 rows only";
     return row;
   }
-  if (!be.supports(node)) {
-    row.status = Status::unsupported;
-    row.detail = "backend says unsupported";
+  // The dtype input i is fed in, and the input nodes as this row feeds them (for supports_node).
+  auto input_dtype = [&](size_t i) {
+    const Node& in = cg.graph.node(node.inputs[i]);
+    return in.dtype == DType::i32 ? DType::i32
+           : fixed                ? in.dtype
+           : q8 >= 0              ? (static_cast<int>(i) == q8 ? DType::q8_0 : DType::f32)
+                                  : dt;
+  };
+  std::vector<Node> in_nodes;
+  for (size_t i = 0; i < node.inputs.size(); ++i) {
+    in_nodes.push_back(cg.graph.node(node.inputs[i]));
+    in_nodes.back().dtype = input_dtype(i);
+  }
+  std::vector<const Node*> in_ptrs;
+  for (const Node& in : in_nodes) in_ptrs.push_back(&in);
+  if (!be.supports_node(node, in_ptrs)) {
+    const Backend* fb = be.fallback();
+    row.status = fb ? Status::fallback : Status::unsupported;
+    row.detail = fb ? "runs on " + fb->name() + " (fallback)" : "backend says unsupported";
     return row;
   }
   try {
@@ -138,10 +156,7 @@ ConformRow run_node(Backend& be, const CaseGraph& cg, const std::vector<RefTenso
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       const NodeId id = node.inputs[i];
       const Node& in = cg.graph.node(id);
-      const DType in_dt = in.dtype == DType::i32 ? DType::i32
-                          : fixed                ? in.dtype
-                          : q8 >= 0              ? (static_cast<int>(i) == q8 ? DType::q8_0 : DType::f32)
-                                                 : dt;
+      const DType in_dt = input_dtype(i);
       ins_ref.push_back(rounded(ref[static_cast<size_t>(id)], in_dt));
       Tensor t = guarded(be, in.shape, in_dt);
       const auto bytes = encode(ins_ref.back(), in_dt);
@@ -235,7 +250,14 @@ std::vector<ConformRow> conform(Backend& backend, const ConformOptions& opts) {
   // The optimizer kernels' rows (optimizer_conform.h): f32 state, so f32 rows only.
   const bool f32 = std::find(opts.dtypes.begin(), opts.dtypes.end(), DType::f32) != opts.dtypes.end();
   if (f32 && (!opts.op || is_optimizer_kernel(*opts.op))) {
-    const std::vector<ConformRow> opt = conform_optimizer(backend, opts.op);
+    std::vector<ConformRow> opt = conform_optimizer(backend, opts.op);
+    // A plugin without an optimizer kernel has it run on the CPU: those rows qualify the CPU.
+    if (const auto* plugin = dynamic_cast<const PluginBackend*>(&backend))
+      for (ConformRow& r : opt)
+        if (!plugin->has_optimizer_kernel(r.op)) {
+          r.status = Status::fallback;
+          r.detail = "runs on cpu (fallback)";
+        }
     rows.insert(rows.end(), opt.begin(), opt.end());
   }
   return rows;

@@ -6,7 +6,9 @@
 //  - Inputs and outputs sit at a non-zero byte offset inside their buffers, with sentinel bytes
 //    before and after the output (and inside it before the kernel runs): a kernel that writes out
 //    of bounds, or leaves part of its output unwritten, fails.
-//  - A node the backend does not `supports` is UNSUPPORTED, never a failure and never a fallback.
+//  - A node the backend does not `supports` is UNSUPPORTED, never a failure; when the backend has
+//    a fallback (a plugin's CPU) it is FALLBACK: programs run it there, it proves nothing about
+//    the backend, and it is never PASS.
 #pragma once
 #include <optional>
 #include <string>
@@ -17,7 +19,7 @@
 
 namespace tandem::qualify {
 
-enum class Status { pass, fail, unsupported };
+enum class Status { pass, fail, unsupported, fallback };
 const char* status_name(Status s);
 
 struct ConformRow {

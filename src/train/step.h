@@ -28,6 +28,7 @@ class TrainingProgram {
   std::vector<std::pair<std::string, double>> extra_losses() const;
   const ModelNodes& nodes() const { return nodes_; }
   const Tensor& router_choices(NodeId id) const { return program_->get(id); }
+  const Program& program() const { return *program_; }
   int64_t batch() const { return B_; }
   int64_t seq_len() const { return T_; }
 

@@ -663,6 +663,9 @@ void Trainer::run() {
                  model_->type().c_str(), static_cast<long long>(params_.count()), static_cast<long long>(B),
                  static_cast<long long>(T), static_cast<long long>(cfg_.grad_accum), backend_->name().c_str(),
                  resume_from_ ? (", resuming from " + resume_from_->string()).c_str() : "");
+  // A plugin's nodes placed on its CPU fallback (decided once, when the program was built).
+  if (lead_ && !prog_->program().placement().empty())
+    std::fprintf(stderr, "placement: %s\n", prog_->program().placement().c_str());
   if (comm_->size() > 1 || opts_.zero) {
     // Every rank reports what it holds: the proof that ZeRO-1 shards the optimizer state.
     const uint64_t mine = dp_->state_bytes();
@@ -795,9 +798,14 @@ void Trainer::run() {
   if (steps_run == 0)
     std::fprintf(stderr, "tandem train: the run is already at step %lld (>= %lld); nothing to do\n",
                  static_cast<long long>(state_.step), static_cast<long long>(total));
-  else
+  else {
+    const double secs = std::chrono::duration<double>(Clock::now() - run_start).count();
     std::fprintf(stderr, "done: %lld steps in %s, final loss %.4f\n", static_cast<long long>(steps_run),
-                 duration_str(std::chrono::duration<double>(Clock::now() - run_start).count()).c_str(), last_loss);
+                 duration_str(secs).c_str(), last_loss);
+    if (const Program& p = prog_->program(); p.nodes_on_fallback() > 0 && secs > 0)
+      std::fprintf(stderr, "fallback copies: %zu per step, %.3f s in all (%.1f%% of the run)\n", p.copies_per_run(),
+                   p.copy_seconds(), 100 * p.copy_seconds() / secs);
+  }
 }
 
 }  // namespace

@@ -173,6 +173,13 @@ bool FaultyBackend::supports(const Node& node) const {
   return inner_->supports(node);
 }
 
+bool FaultyBackend::supports_node(const Node& node, std::span<const Node* const> inputs) const {
+  const bool ok = inner_->supports_node(node, inputs);
+  // A node the inner backend hands to its fallback never meets the fault.
+  if (ok && spec_.matches(node)) seen_ = true;
+  return ok;
+}
+
 bool FaultyBackend::fires() {
   ++executions_;
   if (executions_ % spec_.every != 0) return false;

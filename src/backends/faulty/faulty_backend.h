@@ -78,6 +78,8 @@ class FaultyBackend final : public Backend {
   void sync() override { inner_->sync(); }
   void attach_thread() override { inner_->attach_thread(); }
   bool supports(const Node& node) const override;
+  bool supports_node(const Node& node, std::span<const Node* const> inputs) const override;
+  Backend* fallback() override { return inner_->fallback(); }
   void execute(const Node& node, std::span<const Tensor> inputs, const Tensor& output) override;
   double sum_squares(const Tensor& t) override;
   void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& s) override;
