@@ -1,0 +1,56 @@
+# Fuzz targets: one file per parser of outside bytes in tests/fuzz/targets/<name>.cpp, with its
+# seed corpus (and crashers found since) in tests/fuzz/corpus/<name>/ and an optional dictionary
+# tests/fuzz/dict/<name>.dict. Adding a target is adding those files; nothing here changes.
+#  - always (with TANDEM_TESTS): tandem_fuzz_replay links every target and ctest replays each
+#    corpus through it (fuzz_replay.<name>), no libFuzzer needed;
+#  - TANDEM_FUZZ=ON (clang): fuzz_<name>, a libFuzzer executable per target (scripts/fuzz.sh).
+file(GLOB TANDEM_FUZZ_TARGET_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/targets/*.cpp)
+set_source_files_properties(${TANDEM_FUZZ_TARGET_SOURCES} PROPERTIES
+  COMPILE_DEFINITIONS "TANDEM_FUZZ_DATA_DIR=\"${CMAKE_CURRENT_LIST_DIR}/data\"")
+if(TANDEM_TESTS)
+  add_library(tandem_fuzz_support STATIC ${CMAKE_CURRENT_LIST_DIR}/fuzz_support.cpp)
+  target_include_directories(tandem_fuzz_support PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+  target_link_libraries(tandem_fuzz_support PUBLIC tandem_lib)
+  add_executable(tandem_fuzz_replay ${CMAKE_CURRENT_LIST_DIR}/replay.cpp ${TANDEM_FUZZ_TARGET_SOURCES})
+  target_link_libraries(tandem_fuzz_replay PRIVATE tandem_fuzz_support)
+  foreach(src ${TANDEM_FUZZ_TARGET_SOURCES})
+    get_filename_component(name ${src} NAME_WE)
+    add_test(NAME fuzz_replay.${name}
+             COMMAND tandem_fuzz_replay ${name} ${CMAKE_CURRENT_LIST_DIR}/corpus/${name})
+  endforeach()
+endif()
+
+if(TANDEM_FUZZ)
+  # Only the parsers of outside bytes are built here, instrumented (coverage, ASan, UBSan); the
+  # rest of tandem (kernels, backends: hours of instrumented compiling on a small machine, and not
+  # what reads the bytes) comes uninstrumented from a default build's library, TANDEM_FUZZ_BASE_LIB
+  # (scripts/fuzz.sh builds build/libtandem_lib.a first). Archive members holding a parser are not
+  # pulled from it, as the instrumented objects already define their symbols.
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "TANDEM_FUZZ needs clang (libFuzzer): -DCMAKE_CXX_COMPILER=clang++")
+  endif()
+  set(TANDEM_FUZZ_BASE_LIB "" CACHE FILEPATH "libtandem_lib.a of a default build (scripts/fuzz.sh)")
+  if(NOT EXISTS "${TANDEM_FUZZ_BASE_LIB}")
+    message(FATAL_ERROR "TANDEM_FUZZ: set TANDEM_FUZZ_BASE_LIB to a default build's libtandem_lib.a")
+  endif()
+  file(GLOB TANDEM_FUZZ_PARSER_SOURCES CONFIGURE_DEPENDS
+    src/io/*.cpp src/tokenizer/*.cpp src/data/shard.cpp src/train/config.cpp src/train/checkpoint.cpp
+    src/serve/openai_api.cpp src/models/gpt2.cpp src/models/deepseek_v3.cpp)
+  add_library(tandem_fuzz_parsers OBJECT ${TANDEM_FUZZ_PARSER_SOURCES})
+  target_include_directories(tandem_fuzz_parsers PUBLIC src)
+  target_link_libraries(tandem_fuzz_parsers PUBLIC nlohmann_json::nlohmann_json PkgConfig::HTTPLIB)
+  get_target_property(tandem_lib_deps tandem_lib INTERFACE_LINK_LIBRARIES)
+  add_library(tandem_fuzz_base STATIC IMPORTED)
+  set_target_properties(tandem_fuzz_base PROPERTIES IMPORTED_LOCATION ${TANDEM_FUZZ_BASE_LIB}
+                        INTERFACE_LINK_LIBRARIES "${tandem_lib_deps}")
+  add_library(tandem_fuzz_support_fz STATIC ${CMAKE_CURRENT_LIST_DIR}/fuzz_support.cpp)
+  target_include_directories(tandem_fuzz_support_fz PUBLIC ${CMAKE_CURRENT_LIST_DIR} src)
+  target_link_libraries(tandem_fuzz_support_fz PUBLIC nlohmann_json::nlohmann_json)
+  foreach(src ${TANDEM_FUZZ_TARGET_SOURCES})
+    get_filename_component(name ${src} NAME_WE)
+    add_executable(fuzz_${name} ${src} $<TARGET_OBJECTS:tandem_fuzz_parsers>)
+    target_compile_definitions(fuzz_${name} PRIVATE TANDEM_FUZZ_LIBFUZZER)
+    target_link_libraries(fuzz_${name} PRIVATE tandem_fuzz_parsers tandem_fuzz_support_fz tandem_fuzz_base)
+    target_link_options(fuzz_${name} PRIVATE -fsanitize=fuzzer)
+  endforeach()
+endif()
