@@ -54,3 +54,38 @@ if(TANDEM_FUZZ)
     target_link_options(fuzz_${name} PRIVATE -fsanitize=fuzzer)
   endforeach()
 endif()
+
+# scripts/test-sanitize.sh --ci: the code that handles outside input (files, requests, the CLI,
+# training and checkpoints, serving; not the kernels and backends, whose instrumented build takes
+# most of an hour on 2 cores) built with the sanitizers, linked against a default build's library
+# (TANDEM_SANITIZE_BASE_LIB) for the rest: tandem_io (the CLI; the Python tests drive it) and
+# tandem_fuzz_replay_io (ctest: fuzz_replay_io.<target>).
+set(TANDEM_SANITIZE_BASE_LIB "" CACHE FILEPATH "libtandem_lib.a of a default build (scripts/test-sanitize.sh --ci)")
+if(TANDEM_SANITIZE AND TANDEM_SANITIZE_BASE_LIB)
+  file(GLOB TANDEM_IO_SOURCES CONFIGURE_DEPENDS src/io/*.cpp src/tokenizer/*.cpp src/data/*.cpp src/train/*.cpp
+    src/serve/*.cpp src/cli/cmd_*.cpp src/cli/model_loading.cpp src/models/*.cpp)
+  add_library(tandem_io_objects OBJECT ${TANDEM_IO_SOURCES})
+  target_include_directories(tandem_io_objects PUBLIC src ${TANDEM_GENERATED_INCLUDE})
+  target_link_libraries(tandem_io_objects PUBLIC nlohmann_json::nlohmann_json CLI11::CLI11 PkgConfig::HTTPLIB OpenMP::OpenMP_CXX)
+  get_target_property(tandem_lib_deps tandem_lib INTERFACE_LINK_LIBRARIES)
+  get_target_property(tandem_lib_defs tandem_lib INTERFACE_COMPILE_DEFINITIONS)
+  if(tandem_lib_defs)
+    target_compile_definitions(tandem_io_objects PUBLIC ${tandem_lib_defs})
+  endif()
+  add_library(tandem_io_base STATIC IMPORTED)
+  set_target_properties(tandem_io_base PROPERTIES IMPORTED_LOCATION ${TANDEM_SANITIZE_BASE_LIB}
+                        INTERFACE_LINK_LIBRARIES "${tandem_lib_deps}")
+  add_executable(tandem_io src/cli/main.cpp $<TARGET_OBJECTS:tandem_io_objects>)
+  target_link_libraries(tandem_io PRIVATE tandem_io_objects tandem_io_base)
+  if(TANDEM_TESTS)
+    add_executable(tandem_fuzz_replay_io ${CMAKE_CURRENT_LIST_DIR}/replay.cpp ${CMAKE_CURRENT_LIST_DIR}/fuzz_support.cpp
+                   ${TANDEM_FUZZ_TARGET_SOURCES} $<TARGET_OBJECTS:tandem_io_objects>)
+    target_include_directories(tandem_fuzz_replay_io PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+    target_link_libraries(tandem_fuzz_replay_io PRIVATE tandem_io_objects tandem_io_base)
+    foreach(src ${TANDEM_FUZZ_TARGET_SOURCES})
+      get_filename_component(name ${src} NAME_WE)
+      add_test(NAME fuzz_replay_io.${name}
+               COMMAND tandem_fuzz_replay_io ${name} ${CMAKE_CURRENT_LIST_DIR}/corpus/${name})
+    endforeach()
+  endif()
+endif()
