@@ -138,8 +138,11 @@ def main():
     total = Counter()
     print(f"soak: {a.clients} clients for {a.minutes} min; server RSS at start {rss0 / 1024:.1f} MiB", flush=True)
     print(f"{'t(s)':>6} {'reqs':>6} {'ok':>6} {'4xx-exp':>7} {'5xx':>4} {'other':>5} {'p50(s)':>7} {'p99(s)':>7} {'RSS(MiB)':>9}")
-    while any(t.is_alive() for t in threads):
-        time.sleep(min(a.interval, max(0.1, stop_at - time.time() + 1)))
+    while True:
+        time.sleep(min(a.interval, max(0.5, stop_at - time.time() + 0.5)))
+        alive = any(t.is_alive() for t in threads)
+        if time.time() > stop_at and alive:
+            continue  # draining the last requests: reported in the final interval
         counts, lats = stats.take()
         total.update(counts)
         t = time.time() - start
@@ -158,7 +161,7 @@ def main():
         p99 = statistics.quantiles(lats, n=100)[98] if len(lats) >= 2 else float("nan")
         print(f"{t:6.0f} {n:6d} {ok:6d} {exp:7d} {fives:4d} {n - ok - exp - fives:5d} {p50:7.3f} {p99:7.3f} {rss / 1024:9.1f}",
               flush=True)
-        if rss == 0:
+        if rss == 0 or not alive:
             break
     rss1 = rss_kb(a.pid) if rss else 0
     print("soak: outcomes by client kind:")
