@@ -7,6 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/setup.sh
 scripts/python-env.sh
+# --sanitize: the whole of tandem built with ASan + UBSan, its C++ tests and the Python tests of
+# parsing, checkpoints, resume and serving (scripts/test-sanitize.sh), instead of the run below.
+if [[ "${1:-}" == "--sanitize" ]]; then shift; exec scripts/test-sanitize.sh "$@"; fi
 
 echo "[test] C++ tests"
 ctest --test-dir build --output-on-failure -j2
@@ -18,6 +21,9 @@ src/backends/cuda/emu/check.sh
 echo "[test] GPU-machine rehearsal (scripts/device-bundle.sh, scripts/gpu-check.sh --rehearse)"
 scripts/device-bundle.sh
 scripts/gpu-check.sh --rehearse
+
+echo "[test] ASan + UBSan on the input-handling code: fuzz corpus replays, parsing/checkpoint/resume/serving tests"
+scripts/test-sanitize.sh --ci
 
 echo "[test] Python tests"
 # -rs: every skip prints its reason; with CI=true, a skip of OpenCL or MPI coverage fails

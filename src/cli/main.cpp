@@ -1,5 +1,7 @@
 #include <cstdio>
 #include <exception>
+#include <string>
+#include <string_view>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -34,7 +36,12 @@ int main(int argc, char** argv) {
                  app.get_subcommands().empty() ? "" : (" " + app.get_subcommands()[0]->get_name()).c_str());
     return e.get_exit_code() ? e.get_exit_code() : 2;
   } catch (const tandem::Error& e) {
-    std::fprintf(stderr, "tandem: error: %s\n", e.what());
+    // Messages quote names and values from the input files, which may hold line breaks: escaped,
+    // so that every error stays one line.
+    std::string line;
+    for (const char c : std::string_view(e.what()))
+      line += c == '\n' ? std::string("\\n") : c == '\r' ? std::string("\\r") : std::string(1, c);
+    std::fprintf(stderr, "tandem: error: %s\n", line.c_str());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tandem: internal error: %s\n", e.what());

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "core/dtype.h"
@@ -289,7 +291,8 @@ Reader::Reader(fs::path path) : path_(std::move(path)) {
       check(v.elem != ValueType::array, p, ": key '", key, "': nested arrays are not supported");
       const auto n = d.pod<uint64_t>();
       const uint64_t min_size = v.elem == ValueType::string ? 8 : scalar_size(v.elem);
-      d.need(n * min_size);  // n <= file size, so no overflow
+      // n came from the file: n * min_size must not wrap around to a size that passes need().
+      d.need(n > UINT64_MAX / std::max<uint64_t>(min_size, 1) ? UINT64_MAX : n * min_size);
       if (v.elem == ValueType::string) {
         v.strings.reserve(n);
         for (uint64_t j = 0; j < n; ++j) v.strings.push_back(d.str());

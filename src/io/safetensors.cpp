@@ -1,5 +1,6 @@
 #include "io/safetensors.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -23,7 +24,7 @@ size_t elem_size(const std::string& dt) {
 
 HostTensor HostTensor::f32(Shape shape, const std::vector<float>& data) {
   HostTensor t{"F32", std::move(shape), std::vector<char>(data.size() * 4)};
-  std::memcpy(t.bytes.data(), data.data(), t.bytes.size());
+  if (!data.empty()) std::memcpy(t.bytes.data(), data.data(), t.bytes.size());
   return t;
 }
 
@@ -35,7 +36,7 @@ HostTensor HostTensor::bf16(Shape shape, const std::vector<float>& data) {
 
 HostTensor HostTensor::i32(Shape shape, const std::vector<int32_t>& data) {
   HostTensor t{"I32", std::move(shape), std::vector<char>(data.size() * 4)};
-  std::memcpy(t.bytes.data(), data.data(), t.bytes.size());
+  if (!data.empty()) std::memcpy(t.bytes.data(), data.data(), t.bytes.size());
   return t;
 }
 
@@ -43,7 +44,7 @@ std::vector<float> HostTensor::to_f32(const std::string& what) const {
   const size_t n = static_cast<size_t>(numel(shape));
   std::vector<float> out(n);
   if (dtype == "F32") {
-    std::memcpy(out.data(), bytes.data(), n * 4);
+    if (n) std::memcpy(out.data(), bytes.data(), n * 4);
   } else if (dtype == "BF16" || dtype == "F16") {
     for (size_t i = 0; i < n; ++i) {
       uint16_t h;
@@ -60,7 +61,7 @@ std::vector<int32_t> HostTensor::to_i32(const std::string& what) const {
   const size_t n = static_cast<size_t>(numel(shape));
   std::vector<int32_t> out(n);
   if (dtype == "I32") {
-    std::memcpy(out.data(), bytes.data(), n * 4);
+    if (n) std::memcpy(out.data(), bytes.data(), n * 4);
   } else if (dtype == "I64") {
     for (size_t i = 0; i < n; ++i) {
       int64_t v;
@@ -97,7 +98,9 @@ SafetensorsFile SafetensorsFile::load(const std::filesystem::path& path) {
   check(j.is_object(), p, ": safetensors header is not a JSON object");
   const uint64_t data_size = file_size - 8 - hlen;
   SafetensorsFile out;
-  for (auto& [name, v] : j.items()) {
+  for (const auto& item : j.items()) {
+    const std::string& name = item.key();
+    const nlohmann::json& v = item.value();  // not a structured binding: a lambda below captures it
     if (name == "__metadata__") {
       for (auto& [k, mv] : v.items()) out.metadata[k] = mv.is_string() ? mv.get<std::string>() : mv.dump();
       continue;
@@ -105,10 +108,23 @@ SafetensorsFile SafetensorsFile::load(const std::filesystem::path& path) {
     try {
       HostTensor t;
       t.dtype = v.at("dtype").get<std::string>();
-      t.shape = v.at("shape").get<Shape>();
-      auto offs = v.at("data_offsets").get<std::vector<uint64_t>>();
+      // Integers only: nlohmann would convert 1e300 to an integer unchecked (undefined behaviour).
+      auto integers = [&](const char* key) -> const nlohmann::json& {
+        const nlohmann::json& a = v.at(key);
+        check(a.is_array() && std::all_of(a.begin(), a.end(), [](const auto& x) { return x.is_number_integer(); }), key,
+              " must be a list of integers");
+        return a;
+      };
+      t.shape = integers("shape").get<Shape>();
+      auto offs = integers("data_offsets").get<std::vector<uint64_t>>();
       const size_t es = elem_size(t.dtype);
       check(es != 0, "unsupported dtype ", t.dtype);
+      // Every later numel() must be exact: no negative dimension, no product beyond int64 (even
+      // behind a zero dimension, as numel() multiplies left to right).
+      int64_t nonzero = 1;
+      for (int64_t d : t.shape)
+        check(d >= 0 && (d == 0 || !__builtin_mul_overflow(nonzero, d, &nonzero)), "shape ", shape_str(t.shape),
+              " has a negative dimension or too many elements");
       check(offs.size() == 2 && offs[0] <= offs[1], "bad data_offsets");
       check(offs[1] <= data_size, "data_offsets end ", offs[1], " beyond the ", data_size,
             " data bytes in the file (truncated?)");

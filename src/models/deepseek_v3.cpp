@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <regex>
+#include <type_traits>
 
 #include "core/error.h"
 
@@ -22,6 +23,16 @@ DeepseekV3::DeepseekV3(DeepseekV3Config c) : c_(c) {
             positive(c_.num_attention_heads) && positive(c_.kv_lora_rank) && positive(c_.qk_rope_head_dim) &&
             positive(c_.v_head_dim) && c_.qk_nope_head_dim >= 0 && c_.q_lora_rank >= 0 && positive(c_.max_position_embeddings),
         "deepseek_v3 config: sizes must be positive");
+  check(c_.vocab_size <= kMaxModelTokens && c_.max_position_embeddings <= kMaxModelTokens,
+        "deepseek_v3 config: vocab_size and max_position_embeddings must be at most ", kMaxModelTokens);
+  for (int64_t v : {c_.hidden_size, c_.intermediate_size, c_.moe_intermediate_size, c_.num_attention_heads, c_.q_lora_rank,
+                    c_.kv_lora_rank, c_.qk_nope_head_dim, c_.qk_rope_head_dim, c_.v_head_dim, c_.n_routed_experts,
+                    c_.n_shared_experts, c_.num_experts_per_tok, c_.n_group, c_.topk_group})
+    check(v <= kMaxModelDim, "deepseek_v3 config: widths, heads, ranks and expert counts must be at most ", kMaxModelDim,
+          " (got ", v, ")");
+  check(c_.num_hidden_layers <= kMaxModelLayers && c_.num_nextn_predict_layers <= kMaxModelLayers &&
+            c_.first_k_dense_replace <= kMaxModelLayers,
+        "deepseek_v3 config: layer counts must be at most ", kMaxModelLayers);
   check(c_.qk_rope_head_dim % 2 == 0, "deepseek_v3 config: qk_rope_head_dim must be even");
   check(c_.first_k_dense_replace >= 0 && c_.num_nextn_predict_layers >= 0, "deepseek_v3 config: first_k_dense_replace and ",
         "num_nextn_predict_layers must be >= 0");
@@ -51,11 +62,17 @@ std::unique_ptr<DeepseekV3> DeepseekV3::from_hf(const nlohmann::json& j, const s
   auto get = [&](const char* key, auto& out) {
     const nlohmann::json* v = field(key);
     if (!v || v->is_null()) return;
-    try {
-      out = v->get<std::decay_t<decltype(out)>>();
-    } catch (const std::exception&) {
-      throw Error(where + ": field '" + key + "' has the wrong type: " + v->dump());
+    using T = std::decay_t<decltype(out)>;
+    // Integer fields take only JSON integers: nlohmann would convert 1e300 to int64 (undefined).
+    bool ok = !std::is_integral_v<T> || std::is_same_v<T, bool> || v->is_number_integer();
+    if (ok) {
+      try {
+        out = v->get<T>();
+      } catch (const std::exception&) {
+        ok = false;
+      }
     }
+    if (!ok) throw Error(where + ": field '" + key + "' has the wrong type: " + v->dump());
   };
   get("vocab_size", c.vocab_size);
   get("hidden_size", c.hidden_size);
@@ -99,7 +116,7 @@ std::unique_ptr<DeepseekV3> DeepseekV3::from_hf(const nlohmann::json& j, const s
   if (const auto* v = field("attention_bias"); v && v->is_boolean())
     check(!v->get<bool>(), where, ": field 'attention_bias' = true is not supported (DeepSeek-V3 has no attention biases)");
   if (const auto* v = field("num_key_value_heads"); v && !v->is_null())
-    check(v->get<int64_t>() == c.num_attention_heads, where, ": field 'num_key_value_heads' must equal num_attention_heads");
+    check(v->is_number_integer() && v->get<int64_t>() == c.num_attention_heads, where, ": field 'num_key_value_heads' must equal num_attention_heads");
 
   // RoPE: transformers 5 writes rope_parameters {rope_theta, rope_type, ...}; older files write
   // rope_theta and rope_scaling {type | rope_type, factor, ...}.
@@ -116,7 +133,10 @@ std::unique_ptr<DeepseekV3> DeepseekV3::from_hf(const nlohmann::json& j, const s
     c.yarn_beta_slow = num("beta_slow", 1.0);
     c.yarn_mscale = num("mscale", 0.0);
     c.yarn_mscale_all_dim = num("mscale_all_dim", 0.0);
-    c.yarn_original_max_position = static_cast<int64_t>(num("original_max_position_embeddings", 0.0));
+    const double original = num("original_max_position_embeddings", 0.0);
+    check(original >= 0 && original <= static_cast<double>(kMaxModelTokens), where,
+          ": rope_parameters.original_max_position_embeddings must be in [0, ", kMaxModelTokens, "]");
+    c.yarn_original_max_position = static_cast<int64_t>(original);
     check(!rope.contains("attention_factor") || rope["attention_factor"].is_null(), where,
           ": rope_parameters.attention_factor is not supported (it is derived from mscale)");
   } else {

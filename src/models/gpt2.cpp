@@ -1,6 +1,7 @@
 #include "models/gpt2.h"
 
 #include <cmath>
+#include <type_traits>
 
 #include "core/error.h"
 #include "models/deepseek_v3.h"
@@ -13,17 +14,29 @@ GPT2::GPT2(GPT2Config c) : c_(c) {
         "gpt2 config: vocab_size, n_positions, n_embd, n_layer and n_head must be positive");
   check(c_.n_embd % c_.n_head == 0, "gpt2 config: n_embd (", c_.n_embd, ") must be divisible by n_head (",
         c_.n_head, ")");
+  // Far beyond any real model, and small enough that no parameter's element count can overflow.
+  check(c_.vocab_size <= kMaxModelTokens && c_.n_positions <= kMaxModelTokens, "gpt2 config: vocab_size and n_positions must be at most ",
+        kMaxModelTokens);
+  check(c_.n_embd <= kMaxModelDim && c_.n_layer <= kMaxModelLayers, "gpt2 config: n_embd must be at most ",
+        kMaxModelDim, ", n_layer at most ", kMaxModelLayers);
 }
 
 std::unique_ptr<GPT2> GPT2::from_hf(const nlohmann::json& j, const std::string& where) {
   GPT2Config c;
   auto get = [&](const char* key, auto& field) {
     if (!j.contains(key)) return;
-    try {
-      field = j.at(key).get<std::decay_t<decltype(field)>>();
-    } catch (const std::exception&) {
-      throw Error(where + ": field '" + key + "' has the wrong type: " + j.at(key).dump());
+    using T = std::decay_t<decltype(field)>;
+    const nlohmann::json& v = j.at(key);
+    // Integer fields take only JSON integers: nlohmann would convert 1e300 to int64 (undefined).
+    bool ok = !std::is_integral_v<T> || std::is_same_v<T, bool> || v.is_number_integer();
+    if (ok) {
+      try {
+        field = v.get<T>();
+      } catch (const std::exception&) {
+        ok = false;
+      }
     }
+    if (!ok) throw Error(where + ": field '" + key + "' has the wrong type: " + v.dump());
   };
   get("vocab_size", c.vocab_size);
   get("n_positions", c.n_positions);
@@ -31,16 +44,24 @@ std::unique_ptr<GPT2> GPT2::from_hf(const nlohmann::json& j, const std::string& 
   get("n_layer", c.n_layer);
   get("n_head", c.n_head);
   get("layer_norm_epsilon", c.layer_norm_epsilon);
+  auto model = std::make_unique<GPT2>(c);  // checks the sizes first
   if (j.contains("activation_function")) {
-    auto act = j.at("activation_function").get<std::string>();
+    std::string act;
+    get("activation_function", act);
     check(act == "gelu_new" || act == "gelu_pytorch_tanh", where, ": activation_function '", act,
           "' is not supported (GPT-2 uses gelu_new)");
   }
-  if (j.contains("n_inner") && !j.at("n_inner").is_null())
-    check(j.at("n_inner").get<int64_t>() == 4 * c.n_embd, where, ": n_inner other than 4 * n_embd is not supported");
-  if (j.contains("tie_word_embeddings"))
-    check(j.at("tie_word_embeddings").get<bool>(), where, ": untied GPT-2 embeddings are not supported");
-  return std::make_unique<GPT2>(c);
+  if (j.contains("n_inner") && !j.at("n_inner").is_null()) {
+    int64_t inner = 0;
+    get("n_inner", inner);
+    check(inner == 4 * c.n_embd, where, ": n_inner other than 4 * n_embd is not supported");
+  }
+  if (j.contains("tie_word_embeddings")) {
+    bool tied = true;
+    get("tie_word_embeddings", tied);
+    check(tied, where, ": untied GPT-2 embeddings are not supported");
+  }
+  return model;
 }
 
 nlohmann::json GPT2::hf_config() const {
@@ -170,9 +191,20 @@ double GPT2::train_flops_per_token(int64_t T) const {
 
 std::unique_ptr<Model> model_from_hf_config(const nlohmann::json& j, const std::string& where) {
   check(j.is_object(), where, ": config is not a JSON object");
+  check(!j.contains("model_type") || j["model_type"].is_string(), where, ": field 'model_type' must be a string, got ",
+        j.value("model_type", nlohmann::json()).dump());
   const std::string type = j.value("model_type", "");
-  if (type == "gpt2") return GPT2::from_hf(j, where);
-  if (type == "deepseek_v3") return DeepseekV3::from_hf(j, where);
+  // The architectures' checks say what is wrong; the file is named here. A JSON type mismatch
+  // that a field reader did not catch still becomes an error naming the file, never a crash.
+  try {
+    if (type == "gpt2") return GPT2::from_hf(j, where);
+    if (type == "deepseek_v3") return DeepseekV3::from_hf(j, where);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(where + ": malformed config: " + e.what());
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    throw Error(m.starts_with(where + ":") ? m : where + ": " + m);
+  }
   throw Error(where + ": model_type '" + type + "' is not supported (supported: gpt2, deepseek_v3)");
 }
 

@@ -15,6 +15,12 @@
 
 namespace tandem {
 
+// Bounds on the sizes a config may ask for (files come from anywhere): far beyond any real model,
+// and small enough that no parameter's element count (at most three widths multiplied) overflows.
+inline constexpr int64_t kMaxModelDim = int64_t{1} << 20;      // widths, heads, experts, ranks
+inline constexpr int64_t kMaxModelTokens = int64_t{1} << 24;   // vocab_size, positions
+inline constexpr int64_t kMaxModelLayers = 1024;
+
 struct ParamSpec {
   enum class Init { normal, zeros, ones };
   std::string name;  // the HF state-dict name

@@ -168,10 +168,11 @@ std::string chat_prompt(const json& j, const ChatTemplate& tmpl) {
       content = c->get<std::string>();
     } else if (c && c->is_array()) {  // content parts: only text
       for (const auto& part : *c) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-            !part["text"].is_string())
+        const json* type = part.is_object() ? field(part, "type") : nullptr;
+        const json* text = part.is_object() ? field(part, "text") : nullptr;
+        if (!type || *type != "text" || !text || !text->is_string())
           throw bad(where + ".content", "'" + where + ".content' parts must be {\"type\": \"text\", \"text\": ...}");
-        content += part["text"].get<std::string>();
+        content += text->get<std::string>();
       }
     } else if (c || r != "assistant") {
       throw bad(where + ".content", "'" + where + ".content' must be a string");

@@ -20,8 +20,10 @@ std::string hex_byte(unsigned char b) {
 
 void check_utf8(std::string_view text) {
   const size_t bad = find_invalid_utf8(text);
-  check(bad == std::string_view::npos, "cannot encode text: invalid UTF-8 at byte offset ", bad,
-        " (byte ", hex_byte(static_cast<unsigned char>(text[bad])), ")");
+  // Not check(): its arguments are all evaluated, and text[npos] reads before the text.
+  if (bad != std::string_view::npos)
+    throw Error("cannot encode text: invalid UTF-8 at byte offset " + std::to_string(bad) + " (byte " +
+                hex_byte(static_cast<unsigned char>(text[bad])) + ")");
 }
 
 }  // namespace

@@ -189,6 +189,10 @@ std::optional<std::string> checkpoint_problem(const fs::path& dir) {
     if (!manifest.contains("files") || !manifest["files"].is_object() || manifest["files"].empty())
       return mpath.string() + ": malformed manifest";
     for (const auto& [name, info] : manifest["files"].items()) {
+      // Only the checkpoint's own files: "../x" or "/etc/passwd" must not be read (and hashed).
+      if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+          name.find('\0') != std::string::npos)
+        return mpath.string() + ": malformed manifest: " + nlohmann::json(name).dump() + " is not a file name of the checkpoint";
       const fs::path p = dir / name;
       if (!fs::exists(p)) return p.string() + ": missing (listed in the manifest)";
       const auto want_bytes = info.at("bytes").get<uint64_t>();
@@ -300,16 +304,22 @@ TrainerState read_trainer_state(const fs::path& dir) {
   const fs::path p = dir / "trainer_state.json";
   const nlohmann::json j = read_json_file(p);
   TrainerState s;
+  // nlohmann converts a float to an integer unchecked (undefined past the range): integers only.
+  auto integer = [&](const nlohmann::json& v, const char* what) -> const nlohmann::json& {
+    if (!v.is_number_integer()) throw Error(p.string() + ": malformed trainer state: '" + what + "' must be an integer");
+    return v;
+  };
   try {
-    s.step = j.at("step").get<int64_t>();
-    s.seed = j.at("seed").get<uint64_t>();
-    s.data_position = j.at("data_position").get<uint64_t>();
+    s.step = integer(j.at("step"), "step").get<int64_t>();
+    s.seed = integer(j.at("seed"), "seed").get<uint64_t>();
+    s.data_position = integer(j.at("data_position"), "data_position").get<uint64_t>();
     s.train_config = j.at("train_config");
     // Absent in format_version 1 (before training guards).
     s.guard = j.value("guard", nlohmann::json());
     s.parallel = j.value("parallel", nlohmann::json());
     for (const auto& w : j.value("skipped_data", nlohmann::json::array()))
-      s.skipped_data.emplace_back(w.at(0).get<uint64_t>(), w.at(1).get<uint64_t>());
+      s.skipped_data.emplace_back(integer(w.at(0), "skipped_data").get<uint64_t>(),
+                                  integer(w.at(1), "skipped_data").get<uint64_t>());
   } catch (const nlohmann::json::exception& e) {
     throw Error(p.string() + ": malformed trainer state: " + e.what());
   }

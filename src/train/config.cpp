@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <type_traits>
 
 #include "core/error.h"
 
@@ -66,11 +67,17 @@ const std::map<std::string, std::set<std::string>>& model_keys() {
 template <typename T>
 void take(const nlohmann::json& j, const char* key, T& field, const std::string& where) {
   if (!j.contains(key)) return;
-  try {
-    field = j.at(key).get<T>();
-  } catch (const std::exception&) {
-    throw Error(where + ": config key '" + key + "' has the wrong type: " + j.at(key).dump());
+  const nlohmann::json& v = j.at(key);
+  // An integer key takes only a JSON integer: nlohmann would convert 1e300 to int64 (undefined).
+  bool ok = !std::is_integral_v<T> || std::is_same_v<T, bool> || v.is_number_integer();
+  if (ok) {
+    try {
+      field = v.get<T>();
+    } catch (const std::exception&) {
+      ok = false;
+    }
   }
+  if (!ok) throw Error(where + ": config key '" + key + "' has the wrong type: " + v.dump());
 }
 
 }  // namespace
@@ -84,6 +91,8 @@ std::vector<std::string> TrainConfig::preset_names() {
 TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& where) {
   check(j.is_object(), where, ": config must be a JSON object");
   TrainConfig c;
+  check(!j.contains("model_type") || j["model_type"].is_string(), where, ": config key 'model_type' must be a string, got ",
+        j.value("model_type", nlohmann::json()).dump());
   const std::string type = j.value("model_type", "gpt2");
   auto mk = model_keys().find(type);
   check(mk != model_keys().end(), where, ": model_type '", type, "' is not supported (supported: gpt2, deepseek_v3)");
@@ -151,10 +160,17 @@ TrainConfig TrainConfig::load(const std::string& source, const std::vector<std::
     }
     where = source;
   }
+  check(j.is_object(), where, ": config must be a JSON object");
   for (const auto& s : sets) {
     auto eq = s.find('=');
     check(eq != std::string::npos && eq > 0, "--set '", s, "': expected key=value");
     const std::string key = s.substr(0, eq), val = s.substr(eq + 1);
+    try {
+      (void)nlohmann::json(s).dump();  // JSON strings must be UTF-8: configs are written back as JSON
+    } catch (const nlohmann::json::exception&) {
+      throw Error("--set " + nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                  ": not valid UTF-8");
+    }
     try {
       j[key] = nlohmann::json::parse(val);
     } catch (const std::exception&) {

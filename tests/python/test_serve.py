@@ -270,6 +270,9 @@ BAD_REQUESTS = [
      "messages[0].role", None),
     ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": 5}]}, 400,
      "messages[0].content", None),
+    # A content part whose "type" is not a string was a 500 (a JSON exception escaping; tests/fuzz).
+    ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": [{"type": 1, "text": "a"}]}]},
+     400, "messages[0].content", None),
     ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": LONG_PROMPT}]}, 400,
      "messages", "context_length_exceeded"),
     ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
