@@ -19,5 +19,8 @@ void register_conform(CLI::App& app);
 void register_parity(CLI::App& app);
 void register_diff(CLI::App& app);
 void register_report(CLI::App& app);
+void register_grpo_loss(CLI::App& app);
+void register_task(CLI::App& app);
+void register_grpo(CLI::App& app);
 
 }  // namespace tandem::cli
