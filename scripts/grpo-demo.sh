@@ -4,7 +4,7 @@
 # scratchpad, so the SFT model answers directly (about chance) when greedy while sampling sometimes
 # thinks (and is then right); GRPO then pushes it to always think. A control spends the GRPO wall
 # time on more SFT instead. Everything lands in runs/grpo-demo/. Environment overrides:
-# SFT_STEPS (3000), GRPO_STEPS (200), CONFIG (baby-gpt), BITS (16).
+# SFT_STEPS (3000), GRPO_STEPS (200), CONFIG (baby-gpt), BITS (16), EXAMPLES (100000), EVAL (512).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -14,10 +14,12 @@ SFT_STEPS=${SFT_STEPS:-3000}
 GRPO_STEPS=${GRPO_STEPS:-200}
 CONFIG=${CONFIG:-baby-gpt}
 BITS=${BITS:-16}
+EXAMPLES=${EXAMPLES:-100000}
+EVAL=${EVAL:-512}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-$T task make parity --bits "$BITS" --out "$OUT/task" --examples 100000 --scratchpad 0.22 --prompts 20000 --eval 512
+$T task make parity --bits "$BITS" --out "$OUT/task" --examples "$EXAMPLES" --scratchpad 0.22 --prompts 20000 --eval "$EVAL"
 $T prepare --input "$OUT/task/sft.txt" --tokenizer char --out "$OUT/data" --val-fraction 0.02
 SETS=(--set n_positions=64 --set block_size=64 --set batch_size=12 --set max_steps=100000 --set lr_decay_steps=100000
       --set warmup_steps=100 --set learning_rate=1e-3 --set eval_interval=1000 --set eval_steps=5)
@@ -45,7 +47,7 @@ $T train --config "$CONFIG" --data "$OUT/data" --out "$OUT/control" --resume --s
 $T grpo --model "$OUT/control" --out "$OUT/control-eval" --steps 0 "${GRPO[@]}"
 
 echo
-echo "=== summary (held-out eval.jsonl, 512 prompts) ==="
+echo "=== summary (held-out eval.jsonl, $EVAL prompts) ==="
 for r in sft-eval grpo control-eval; do
   printf '%-13s ' "$r"; grep '"eval"' "$OUT/$r/metrics.jsonl" | tail -1
 done

@@ -88,6 +88,44 @@ int64_t BatchDecoder::prefill_chunk(int s, std::span<const int32_t> prompt, int6
   return done;
 }
 
+const std::vector<float>& BatchDecoder::prefill_all(const std::vector<std::span<const int32_t>>& rows) {
+  const auto S = static_cast<int64_t>(slots_);
+  check(static_cast<int64_t>(rows.size()) == S, "prefill_all: one prompt per slot");
+  const auto L = static_cast<int64_t>(rows[0].size());
+  auto& p = prefill_all_[L];
+  if (!p) {
+    p = std::make_unique<Pass>();
+    p->nodes = model_.build(p->graph, S, L, GraphMode::decode);
+    p->program = std::make_unique<Program>(p->graph, backend_, std::set<NodeId>{p->nodes.logits});
+    params_.bind(*p->program, p->nodes);
+    for (size_t l = 0; l < caches_.size(); ++l) p->program->bind(p->nodes.kv_caches[l], caches_[l]);
+    p->ids = Tensor::zeros(backend_, {S, L}, DType::i32);
+    std::vector<int32_t> pos(static_cast<size_t>(S * L));
+    for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(static_cast<int64_t>(i) % L);
+    p->positions = Tensor::from_host_i32(backend_, {S, L}, pos);
+    p->lens = Tensor::zeros(backend_, {S}, DType::i32);  // every slot starts empty
+    p->program->bind(p->nodes.input_ids, p->ids);
+    p->program->bind(p->nodes.position_ids, p->positions);
+    p->program->bind(p->nodes.cache_len, p->lens);
+  }
+  std::vector<int32_t> ids;
+  ids.reserve(static_cast<size_t>(S * L));
+  for (const auto& r : rows) {
+    check(static_cast<int64_t>(r.size()) == L, "prefill_all: prompts of different lengths");
+    ids.insert(ids.end(), r.begin(), r.end());
+  }
+  p->ids.copy_from_host_i32(ids);
+  p->program->run();
+  // [S, L, V], or [S, 1, V] where the model computes the last position only: each slot's last row.
+  const std::vector<float> all = p->program->get(p->nodes.logits).to_host();
+  const auto V = static_cast<size_t>(V_), per = all.size() / static_cast<size_t>(S);
+  logits_.resize(static_cast<size_t>(S) * V);
+  for (size_t s = 0; s < static_cast<size_t>(S); ++s)
+    std::copy_n(all.begin() + static_cast<std::ptrdiff_t>(s * per + per - V), V,
+                logits_.begin() + static_cast<std::ptrdiff_t>(s * V));
+  return logits_;
+}
+
 const std::vector<float>& BatchDecoder::decode(std::span<const int32_t> next, std::span<const int64_t> len,
                                                std::span<const uint8_t> active) {
   const auto S = static_cast<size_t>(slots_);
@@ -134,8 +172,6 @@ std::vector<SampledSequence> sample_batch(BatchDecoder& dec, const std::vector<s
     std::mt19937_64 rng;
   };
   std::vector<Slot> slots(S);
-  size_t next_row = 0;
-  std::vector<float> last;
   // Takes a sampled token for slot s; returns whether its row goes on.
   auto take = [&](Slot& sl, std::span<const float> logits) {
     SampledSequence& q = out[static_cast<size_t>(sl.row)];
@@ -152,41 +188,63 @@ std::vector<SampledSequence> sample_batch(BatchDecoder& dec, const std::vector<s
     sl.next = tok;
     return true;
   };
-  auto admit = [&](size_t s) {
-    Slot& sl = slots[s];
-    sl.row = -1;
-    while (next_row < prompts.size()) {
-      const auto& p = prompts[next_row];
-      const auto row = static_cast<int64_t>(next_row++);
-      check(!p.empty() && static_cast<int64_t>(p.size()) < dec.max_context(), "sample_batch: prompt ", row, " has ",
-            p.size(), " tokens (the context holds ", dec.max_context(), ")");
-      sl.row = row;
-      sl.rng.seed(seeds[static_cast<size_t>(row)]);
-      for (int64_t done = 0; done < static_cast<int64_t>(p.size());) done = dec.prefill_chunk(static_cast<int>(s), p, done, last);
-      sl.len = static_cast<int64_t>(p.size());
-      if (max_new_tokens > 0 && take(sl, last)) return;
-      if (max_new_tokens <= 0) out[static_cast<size_t>(row)].truncated = true;
-      sl.row = -1;  // finished at its first token: take the next prompt
-    }
-  };
-  for (size_t s = 0; s < S; ++s) admit(s);
   std::vector<int32_t> next(S);
   std::vector<int64_t> len(S);
   std::vector<uint8_t> active(S);
-  for (;;) {
-    bool any = false;
-    for (size_t s = 0; s < S; ++s) {
-      active[s] = slots[s].row >= 0;
-      next[s] = slots[s].next;
-      len[s] = slots[s].len;
-      any = any || active[s];
+  std::vector<float> last;
+  for (size_t first = 0; first < prompts.size(); first += S) {
+    const size_t n = std::min(S, prompts.size() - first);
+    bool same = true;
+    for (size_t i = 0; i < n; ++i) {
+      const auto& p = prompts[first + i];
+      check(!p.empty() && static_cast<int64_t>(p.size()) < dec.max_context(), "sample_batch: prompt ", first + i,
+            " has ", p.size(), " tokens (the context holds ", dec.max_context(), ")");
+      same = same && p.size() == prompts[first].size();
     }
-    if (!any) break;
-    const std::vector<float>& logits = dec.decode(next, len, active);
+    // Prefill the wave: one pass when the prompts share a length (spare slots repeat the first
+    // prompt and are not sampled), else slot by slot.
+    const std::vector<float>* wave_logits = nullptr;
+    if (same) {
+      std::vector<std::span<const int32_t>> rows(S, prompts[first]);
+      for (size_t i = 0; i < n; ++i) rows[i] = prompts[first + i];
+      wave_logits = &dec.prefill_all(rows);
+    }
     for (size_t s = 0; s < S; ++s) {
-      if (!active[s]) continue;
-      ++slots[s].len;
-      if (!take(slots[s], std::span(logits).subspan(s * V, V))) admit(s);
+      Slot& sl = slots[s];
+      sl.row = s < n ? static_cast<int64_t>(first + s) : -1;
+      if (sl.row < 0) continue;
+      const auto& p = prompts[first + s];
+      sl.rng.seed(seeds[first + s]);
+      sl.len = static_cast<int64_t>(p.size());
+      std::span<const float> lg;
+      if (wave_logits) {
+        lg = std::span(*wave_logits).subspan(s * V, V);
+      } else {
+        for (int64_t done = 0; done < sl.len;) done = dec.prefill_chunk(static_cast<int>(s), p, done, last);
+        lg = last;
+      }
+      if (max_new_tokens <= 0) {
+        out[static_cast<size_t>(sl.row)].truncated = true;
+        sl.row = -1;
+      } else if (!take(sl, lg)) {
+        sl.row = -1;
+      }
+    }
+    for (;;) {
+      bool any = false;
+      for (size_t s = 0; s < S; ++s) {
+        active[s] = slots[s].row >= 0;
+        next[s] = slots[s].next;
+        len[s] = slots[s].len;
+        any = any || active[s];
+      }
+      if (!any) break;
+      const std::vector<float>& logits = dec.decode(next, len, active);
+      for (size_t s = 0; s < S; ++s) {
+        if (!active[s]) continue;
+        ++slots[s].len;
+        if (!take(slots[s], std::span(logits).subspan(s * V, V))) slots[s].row = -1;
+      }
     }
   }
   return out;

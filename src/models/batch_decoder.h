@@ -7,6 +7,7 @@
 // The CPU kernels compute each row independently of the others, so a slot's logits do not depend
 // on which slot it is or what the other slots hold.
 #pragma once
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -32,6 +33,10 @@ class BatchDecoder {
   // `last_logits` receives the last position's logits [V].
   int64_t prefill_chunk(int s, std::span<const int32_t> prompt, int64_t done, std::vector<float>& last_logits);
 
+  // Prefills every slot at once with prompts of one length L (one [S, L] program; rows[s] is slot
+  // s's prompt) and returns the last position's logits of each, [S * V].
+  const std::vector<float>& prefill_all(const std::vector<std::span<const int32_t>>& rows);
+
   // One step for the slots with active[s]: token next[s] at position len[s] (the slot's cache
   // holds len[s] tokens). Inactive slots compute on a dummy token in their own rows. Returns the
   // logits [S * V] (rows of inactive slots are meaningless).
@@ -50,12 +55,14 @@ class BatchDecoder {
   std::vector<Tensor> caches_;  // per layer [S, Tmax, W]
   std::unique_ptr<Pass> decode_;
   std::vector<std::unique_ptr<Pass>> prefill_;  // by log2(T)
+  std::map<int64_t, std::unique_ptr<Pass>> prefill_all_;  // by L
   std::vector<float> logits_;
 };
 
 // Synchronous batched sampling (rollouts, evaluation): every prompt is completed up to
-// max_new_tokens or until `stop` is produced, through a BatchDecoder whose slots are refilled as
-// sequences finish. Row i samples with its own generator seeded with seeds[i], so a row's tokens
+// max_new_tokens or until `stop` is produced, through a BatchDecoder. Rows go in waves of S: a
+// wave whose prompts have one length is prefilled by one [S, L] pass (rollouts repeat each prompt
+// `group` times, and task prompts share a length); otherwise slot by slot. Row i samples with its own generator seeded with seeds[i], so a row's tokens
 // depend only on its prompt, seed and the weights.
 struct SampledSequence {
   std::vector<int32_t> tokens;  // the completion, `stop` included when produced

@@ -46,13 +46,21 @@ WeightedNllProgram::WeightedNllProgram(const Model& model, Backend& backend, con
                                        int64_t T) {
   nodes_ = model.build(graph_, B, T, GraphMode::logits);
   w_ = add_weighted_nll(graph_, nodes_.logits, {B, T});
+  // Parameters the logits do not depend on (DeepSeek's multi-token-prediction modules, trained by
+  // their own loss only) get no gradient here: zeros, so AdamW leaves them as they are.
+  std::vector<bool> reaches(graph_.size(), false);
+  reaches[static_cast<size_t>(w_.loss)] = true;
+  for (NodeId id = w_.loss; id >= 0; --id)
+    if (reaches[static_cast<size_t>(id)])
+      for (NodeId in : graph_.node(id).inputs) reaches[static_cast<size_t>(in)] = true;
+  auto trained = [&](const ParamSpec& s) { return s.trainable && reaches[static_cast<size_t>(nodes_.params.at(s.name))]; };
   std::vector<NodeId> wrt;
   for (const auto& s : params.specs)
-    if (s.trainable) wrt.push_back(nodes_.params.at(s.name));
+    if (trained(s)) wrt.push_back(nodes_.params.at(s.name));
   backward_ = build_backward(graph_, w_.loss, wrt);
   std::set<NodeId> keep{w_.loss, w_.nll};
   for (const auto& s : params.specs) {
-    if (!s.trainable) {
+    if (!trained(s)) {
       grad_nodes_.push_back(-1);
       no_grad_.push_back(Tensor::zeros(backend, s.shape, DType::f32));
       continue;
