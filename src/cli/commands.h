@@ -19,6 +19,9 @@ void register_conform(CLI::App& app);
 void register_parity(CLI::App& app);
 void register_diff(CLI::App& app);
 void register_report(CLI::App& app);
+void register_grpo_loss(CLI::App& app);
+void register_task(CLI::App& app);
+void register_grpo(CLI::App& app);
 
 // --fallback cpu|none beside every --backend: whether a plugin's unsupported nodes run on the CPU.
 void add_fallback_option(CLI::App* cmd);

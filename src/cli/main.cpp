@@ -24,6 +24,9 @@ int main(int argc, char** argv) {
   tandem::cli::register_parity(app);
   tandem::cli::register_diff(app);
   tandem::cli::register_report(app);
+  tandem::cli::register_grpo_loss(app);
+  tandem::cli::register_task(app);
+  tandem::cli::register_grpo(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

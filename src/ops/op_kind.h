@@ -20,6 +20,7 @@ namespace tandem {
   X(attention) X(attention_grad)                      /* fused causal attention */          \
   X(attention_cached)                                 /* decoding with a KV cache */        \
   X(cross_entropy) X(cross_entropy_grad)                                                    \
+  X(token_nll) X(token_nll_grad)                      /* per-row NLL (weighted losses) */   \
   X(slice_last) X(pad_last) X(concat_last)            /* windows of the last dim */         \
   X(sigmoid) X(sigmoid_grad) X(swiglu) X(swiglu_grad)                                       \
   X(rope)                                             /* rotary embedding (self-adjoint) */ \

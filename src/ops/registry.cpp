@@ -72,7 +72,7 @@ extern const OpDef embedding_def, embedding_grad_def, matmul_def, add_def, mul_d
     sum_to_def, sum_def, broadcast_def, layernorm_def, layernorm_grad_x_def, layernorm_grad_w_def, rmsnorm_def,
     rmsnorm_grad_x_def, rmsnorm_grad_w_def, gelu_def, gelu_grad_def, silu_def, silu_grad_def,
     softmax_def, softmax_grad_def, attention_def, attention_grad_def, attention_cached_def, cross_entropy_def,
-    cross_entropy_grad_def, slice_last_def, pad_last_def, concat_last_def, sigmoid_def, sigmoid_grad_def, swiglu_def,
+    cross_entropy_grad_def, token_nll_def, token_nll_grad_def, slice_last_def, pad_last_def, concat_last_def, sigmoid_def, sigmoid_grad_def, swiglu_def,
     swiglu_grad_def, rope_def, mla_qkv_def, mla_qkv_grad_def, attention_latent_def, topk_route_def, route_weights_def,
     route_weights_grad_def, moe_dispatch_def, moe_dispatch_grad_def, grouped_matmul_def, grouped_matmul_grad_w_def,
     moe_combine_def, moe_combine_grad_y_def, moe_combine_grad_w_def, seq_balance_loss_def,

@@ -179,6 +179,14 @@ std::vector<OpCase> base_cases() {
       {"cross_entropy_vocab1", K::cross_entropy, [](Graph& g) {
          return g.add(K::cross_entropy, {p(g, "logits", {4, 1}), g.input("targets@1", {4}, DType::i32)}, NoAttrs{}, "out");
        }},
+      {"token_nll", K::token_nll, [](Graph& g) {
+         return g.add(K::token_nll, {p(g, "logits", {2, 3, 13}), g.input("targets_ignore@13", {2, 3}, DType::i32)},
+                      NoAttrs{}, "out");
+       }},
+      {"token_nll_wide", K::token_nll, [](Graph& g) {
+         return g.add(K::token_nll, {p(g, "logits", {3, 1031}), g.input("targets_ignore@1031", {3}, DType::i32)},
+                      NoAttrs{}, "out");
+       }},
       {"cross_entropy_wide", K::cross_entropy, [](Graph& g) {
          return g.add(K::cross_entropy, {p(g, "logits", {3, 1031}), g.input("targets@1031", {3}, DType::i32)}, NoAttrs{},
                       "out");

@@ -2,8 +2,6 @@
 
 #include <omp.h>
 
-#include <bit>
-#include <numeric>
 
 #include "core/error.h"
 #include "serve/text_stream.h"
@@ -11,8 +9,6 @@
 namespace tandem::serve {
 
 namespace {
-// Longest prefill chunk: bounds how long one prompt holds up the running batch per iteration.
-constexpr int64_t kMaxPrefillChunk = 512;
 // Window for the tokens/s gauge.
 constexpr auto kRateWindow = std::chrono::seconds(5);
 }  // namespace
@@ -65,14 +61,6 @@ void Job::finish(FinishReason r, int completion_tokens, std::string error) {
 
 // ---- engine ----
 
-struct BatchEngine::Pass {
-  Graph graph;
-  ModelNodes nodes;
-  std::unique_ptr<Program> program;
-  Tensor ids, positions, lens;
-  int64_t B = 0, T = 0;
-};
-
 struct BatchEngine::Slot {
   std::shared_ptr<Job> job;  // null: the slot is free
   int64_t prefilled = 0;     // prompt tokens already in the cache
@@ -87,38 +75,13 @@ struct BatchEngine::Slot {
 
 BatchEngine::BatchEngine(const Model& model, Backend& backend, const ParamStore& params, const Tokenizer& tokenizer,
                          Options opts)
-    : model_(model), backend_(backend), params_(params), tokenizer_(tokenizer) {
-  const Shape one = model_.kv_cache_shape(1);
-  const int64_t tmax = one[1];
-  max_context_ = opts.max_context > 0 ? opts.max_context : model_.context_length();
-  check(max_context_ >= 2 && max_context_ <= tmax, "--max-context ", max_context_, " must be in [2, ", tmax,
-        "] (the model's context)");
-  check(opts.max_batch >= 1 && opts.max_batch <= 1024, "--max-batch ", opts.max_batch, " must be in [1, 1024]");
+    : model_(model), backend_(backend), tokenizer_(tokenizer), decoder_(model, backend, params, opts.max_batch, opts.max_context) {
   check(opts.max_queue >= 0, "--max-queue must not be negative");
+  max_context_ = decoder_.max_context();
   max_batch_ = opts.max_batch;
   max_queue_ = opts.max_queue;
   slots_.resize(static_cast<size_t>(opts.max_batch));
-  prefill_.resize(64);
-
-  // The decode program over the whole pool, with the pool's caches bound once and for all.
   const int64_t S = opts.max_batch;
-  decode_ = std::make_unique<Pass>();
-  decode_->B = S;
-  decode_->T = 1;
-  decode_->nodes = model_.build(decode_->graph, S, 1, GraphMode::decode);
-  decode_->program = std::make_unique<Program>(decode_->graph, backend_, std::set<NodeId>{decode_->nodes.logits});
-  params_.bind(*decode_->program, decode_->nodes);
-  for (NodeId c : decode_->nodes.kv_caches) {
-    caches_.push_back(Tensor::zeros(backend_, model_.kv_cache_shape(S), DType::f32));
-    decode_->program->bind(c, caches_.back());
-  }
-  decode_->ids = Tensor::zeros(backend_, {S, 1}, DType::i32);
-  decode_->positions = Tensor::zeros(backend_, {S, 1}, DType::i32);
-  decode_->lens = Tensor::zeros(backend_, {S}, DType::i32);
-  decode_->program->bind(decode_->nodes.input_ids, decode_->ids);
-  decode_->program->bind(decode_->nodes.position_ids, decode_->positions);
-  decode_->program->bind(decode_->nodes.cache_len, decode_->lens);
-
   stats_.max_batch = opts.max_batch;
   stats_.max_queue = opts.max_queue;
   stats_.kv_capacity = S * max_context_;
@@ -169,25 +132,6 @@ EngineStats BatchEngine::stats() const {
     if (now - t <= kRateWindow) tokens += n;
   s.tokens_per_s = tokens / std::chrono::duration<double>(kRateWindow).count();
   return s;
-}
-
-BatchEngine::Pass& BatchEngine::prefill_pass(int64_t T) {
-  auto& p = prefill_[static_cast<size_t>(std::countr_zero(static_cast<uint64_t>(T)))];
-  if (!p) {
-    p = std::make_unique<Pass>();
-    p->B = 1;
-    p->T = T;
-    p->nodes = model_.build(p->graph, 1, T, GraphMode::decode);
-    p->program = std::make_unique<Program>(p->graph, backend_, std::set<NodeId>{p->nodes.logits});
-    params_.bind(*p->program, p->nodes);
-    p->ids = Tensor::zeros(backend_, {1, T}, DType::i32);
-    p->positions = Tensor::zeros(backend_, {1, T}, DType::i32);
-    p->lens = Tensor::zeros(backend_, {1}, DType::i32);
-    p->program->bind(p->nodes.input_ids, p->ids);
-    p->program->bind(p->nodes.position_ids, p->positions);
-    p->program->bind(p->nodes.cache_len, p->lens);
-  }
-  return *p;
 }
 
 void BatchEngine::loop() {
@@ -263,52 +207,30 @@ void BatchEngine::iterate() {
   for (const auto& slot : slots_) stats_.kv_tokens += slot.job ? slot.len : 0;
 }
 
-// A slot's rows of one layer's pool cache, as the [1, Tmax, W] cache a B=1 program expects.
-static Tensor slot_view(const Tensor& pool, int64_t s) {
-  Tensor t = pool;
-  t.shape = {1, pool.shape[1], pool.shape[2]};
-  t.strides = contiguous_strides(t.shape);
-  t.offset += static_cast<size_t>(s * pool.shape[1] * pool.shape[2]) * dtype_size(pool.dtype);
-  return t;
-}
-
 void BatchEngine::prefill_chunk(int s) {
   Slot& slot = slots_[static_cast<size_t>(s)];
-  const auto& prompt = slot.job->spec().prompt;
-  const int64_t remaining = static_cast<int64_t>(prompt.size()) - slot.prefilled;
-  const auto T = static_cast<int64_t>(std::bit_floor(static_cast<uint64_t>(std::min(remaining, kMaxPrefillChunk))));
-  Pass& p = prefill_pass(T);
-  for (size_t l = 0; l < caches_.size(); ++l) p.program->bind(p.nodes.kv_caches[l], slot_view(caches_[l], s));
-  std::vector<int32_t> pos(static_cast<size_t>(T));
-  std::iota(pos.begin(), pos.end(), static_cast<int32_t>(slot.prefilled));
-  p.ids.copy_from_host_i32(std::span(prompt).subspan(static_cast<size_t>(slot.prefilled), static_cast<size_t>(T)));
-  p.positions.copy_from_host_i32(pos);
-  const int32_t len = static_cast<int32_t>(slot.prefilled);
-  p.lens.copy_from_host_i32(std::span(&len, 1));
-  p.program->run();
-  slot.prefilled += T;
+  std::vector<float> last;
+  slot.prefilled = decoder_.prefill_chunk(s, slot.job->spec().prompt, slot.prefilled, last);
   slot.len = slot.prefilled;
   if (slot.prefilling()) return;
-  // Only the last position's logits matter: download that row alone.
-  deliver(s, last_logits_row(p.program->get(p.nodes.logits), model_.vocab_size()).to_host());
+  deliver(s, last);
 }
 
 void BatchEngine::decode_step() {
   const size_t S = slots_.size();
-  std::vector<int32_t> ids(S, 0), pos(S, 0), lens(S, 0);
+  std::vector<int32_t> next(S, 0);
+  std::vector<int64_t> len(S, 0);
+  std::vector<uint8_t> active(S, 0);
   for (size_t s = 0; s < S; ++s)
     if (slots_[s].decoding()) {
-      ids[s] = slots_[s].next;
-      pos[s] = lens[s] = static_cast<int32_t>(slots_[s].len);
+      active[s] = 1;
+      next[s] = slots_[s].next;
+      len[s] = slots_[s].len;
     }
-  decode_->ids.copy_from_host_i32(ids);
-  decode_->positions.copy_from_host_i32(pos);
-  decode_->lens.copy_from_host_i32(lens);
-  decode_->program->run();
-  const std::vector<float> logits = decode_->program->get(decode_->nodes.logits).to_host();
+  const std::vector<float>& logits = decoder_.decode(next, len, active);
   const auto V = static_cast<size_t>(model_.vocab_size());
   for (size_t s = 0; s < S; ++s)
-    if (slots_[s].decoding()) {
+    if (active[s]) {
       ++slots_[s].len;
       deliver(static_cast<int>(s), std::span(logits).subspan(s * V, V));
     }

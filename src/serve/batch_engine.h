@@ -3,11 +3,10 @@
 //
 // Every iteration of the engine thread:
 //  1. admits queued jobs into free slots (a slot is one row of every layer's [S, Tmax, W] cache);
-//  2. runs one prefill chunk for every slot still reading its prompt: a [1, T] decode-mode program
-//     whose cache inputs are bound to that slot's rows (T a power of two, so a handful of programs
-//     serve every prompt length); after the last chunk the first token is sampled;
+//  2. runs one prefill chunk for every slot still reading its prompt (models/batch_decoder.h:
+//     the decode core shared with `grpo`); after the last chunk the first token is sampled;
 //  3. runs one decode step for every generating slot at once: a single [S, 1] program over the
-//     whole pool; free slots get a dummy token at position 0 of their own (unused) rows;
+//     whole pool;
 //  4. samples per job (its own seeded generator), applies stop strings, max_tokens and the
 //     context limit, and frees finished or cancelled slots, so jobs join and leave the batch at
 //     token granularity.
@@ -24,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "models/generator.h"
+#include "models/batch_decoder.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tandem::serve {
@@ -103,9 +102,7 @@ class BatchEngine {
   int max_batch() const { return max_batch_; }
 
  private:
-  struct Pass;
   struct Slot;
-  Pass& prefill_pass(int64_t T);
   void loop();
   void iterate();
   void prefill_chunk(int s);
@@ -115,16 +112,13 @@ class BatchEngine {
 
   const Model& model_;
   Backend& backend_;
-  const ParamStore& params_;
   const Tokenizer& tokenizer_;
+  BatchDecoder decoder_;
   int64_t max_context_ = 0;
   int max_batch_ = 0, max_queue_ = 0;
 
   // Owned by the engine thread.
-  std::vector<Tensor> caches_;  // per layer [S, Tmax, W]
   std::vector<Slot> slots_;
-  std::unique_ptr<Pass> decode_;
-  std::vector<std::unique_ptr<Pass>> prefill_;  // by log2(T)
 
   // Shared with submitters; guarded by mu_.
   mutable std::mutex mu_;

@@ -30,6 +30,7 @@
 #include "train/checkpoint.h"
 #include "train/data_parallel.h"
 #include "train/guards.h"
+#include "train/run_dir.h"
 #include "train/step.h"
 
 namespace fs = std::filesystem;
@@ -57,21 +58,6 @@ std::string size_str(uint64_t bytes) {
   return buf;
 }
 
-// Keeps metrics.jsonl lines up to `step` (a resumed run rewrites what comes after).
-void truncate_metrics(const fs::path& path, int64_t step) {
-  if (!fs::exists(path)) return;
-  std::ifstream in(path);
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    try {
-      if (nlohmann::json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
-    } catch (const std::exception&) {
-      break;  // a torn last line from a killed process
-    }
-  }
-  write_file_atomic(path, kept);
-}
-
 // Mean loss over `steps` validation batches; the same batches every time (a fixed loader seed).
 double validation_loss(EvalProgram& eval, const TokenShard& val, const TrainConfig& c) {
   BatchLoader loader(val, static_cast<int>(c.batch_size), static_cast<int>(c.block_size), 0x5eedULL);
@@ -90,27 +76,6 @@ void check_vocab(const TokenShard& shard, int64_t model_vocab, int tokenizer_voc
   check(static_cast<int64_t>(shard.vocab_size) <= model_vocab, shard.path.string(), ": token vocabulary ",
         shard.vocab_size, " exceeds the model's vocab_size ", model_vocab);
 }
-
-// One trainer per run directory: an exclusive flock on the directory itself (creates no file, and
-// the kernel releases it when the process dies, however it dies). It is what makes removing a
-// killed writer's leftovers safe.
-class RunLock {
- public:
-  explicit RunLock(const fs::path& dir) {
-    fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    check(fd_ >= 0, dir.string(), ": cannot open run directory: ", std::strerror(errno));
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      ::close(fd_);
-      throw Error(dir.string() + ": another `tandem train` is running in this run directory");
-    }
-  }
-  ~RunLock() { ::close(fd_); }
-  RunLock(const RunLock&) = delete;
-  RunLock& operator=(const RunLock&) = delete;
-
- private:
-  int fd_ = -1;
-};
 
 // SIGTERM/SIGINT ask the loop to stop after the current step (preemption); a second one stops
 // the process at once, the default way.
@@ -246,7 +211,7 @@ class Trainer {
 
 void Trainer::open_run() {
   const fs::path metrics_path = opts_.out_dir / "metrics.jsonl";
-  if (lead_ && fs::is_directory(opts_.out_dir)) lock_ = std::make_unique<RunLock>(opts_.out_dir);
+  if (lead_ && fs::is_directory(opts_.out_dir)) lock_ = std::make_unique<RunLock>(opts_.out_dir, "train");
   if (opts_.resume) {
     // The newest checkpoint that verifies; newer broken ones (a crash mid-write cannot make one,
     // but a bad disk or a careless hand can) are reported and left for training to overwrite.
@@ -643,7 +608,7 @@ void Trainer::run() {
   tty_ = ::isatty(2) && lead_;
   if (lead_) {
     fs::create_directories(opts_.out_dir);
-    if (!lock_) lock_ = std::make_unique<RunLock>(opts_.out_dir);
+    if (!lock_) lock_ = std::make_unique<RunLock>(opts_.out_dir, "train");
     remove_stale_checkpoint_files(opts_.out_dir);
     const fs::path metrics_path = opts_.out_dir / "metrics.jsonl";
     if (opts_.resume) truncate_metrics(metrics_path, state_.step);  // step 0 when there was nothing to resume

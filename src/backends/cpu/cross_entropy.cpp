@@ -57,4 +57,39 @@ void cross_entropy_grad(const Node&, std::span<const Tensor> in, const Tensor& o
   }
 }
 
+void token_nll(const Node&, std::span<const Tensor> in, const Tensor& out) {
+  const float* x = f32(in[0]);
+  const int32_t* t = i32(in[1]);
+  const int64_t V = in[0].shape.back(), R = in[0].numel() / V;
+  float* o = f32(out);
+#pragma omp parallel
+  {
+    std::vector<float> scratch(static_cast<size_t>(V));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < R; ++i)
+      o[i] = t[i] < 0 ? 0.0f : softmax_row(x + i * V, scratch.data(), V) - x[i * V + t[i]];
+  }
+}
+
+void token_nll_grad(const Node&, std::span<const Tensor> in, const Tensor& out) {
+  const float* x = f32(in[0]);
+  const int32_t* t = i32(in[1]);
+  const float* g = f32(in[2]);
+  const int64_t V = in[0].shape.back(), R = in[0].numel() / V;
+  float* o = f32(out);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < R; ++i) {
+    float* y = o + i * V;
+    if (t[i] < 0) {
+      std::fill(y, y + V, 0.0f);
+      continue;
+    }
+    softmax_row(x + i * V, y, V);
+    const float scale = g[i];
+#pragma omp simd
+    for (int64_t c = 0; c < V; ++c) y[c] *= scale;
+    y[t[i]] -= scale;
+  }
+}
+
 }  // namespace tandem::cpu

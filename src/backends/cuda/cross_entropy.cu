@@ -87,6 +87,46 @@ __global__ void ce_grad_k(const float* x, const int32_t* t, const float* dl, con
   }
 }
 
+// token_nll: one row loss per output element; token_nll_grad: dout[r] * (softmax - onehot).
+__global__ void nll_rows_k(const float* x, const int32_t* t, float* o, int64_t R, int64_t V, unsigned long long* status,
+                           uint32_t tag) {
+  __shared__ float red[33];
+  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+    const int32_t tr = t[r];
+    if (tr < 0 || tr >= V) {
+      if (threadIdx.x == 0) {
+        o[r] = tr < 0 ? 0.0f : NAN;
+        if (tr >= V) report_error(status, tag, tr);
+      }
+      continue;
+    }
+    const float* xr = x + r * V;
+    const float2 ms = row_max_sum(xr, V, red);
+    if (threadIdx.x == 0) o[r] = ms.x + logf(ms.y) - xr[tr];
+  }
+}
+
+__global__ void nll_grad_k(const float* x, const int32_t* t, const float* dl, float* o, int64_t R, int64_t V,
+                           unsigned long long* status, uint32_t tag) {
+  __shared__ float red[33];
+  for (int64_t r = blockIdx.x; r < R; r += gridDim.x) {
+    const int32_t tr = t[r];
+    float* y = o + r * V;
+    if (tr < 0 || tr >= V) {
+      if (tr >= V && threadIdx.x == 0) report_error(status, tag, tr);
+      for (int64_t c = threadIdx.x; c < V; c += blockDim.x) y[c] = tr < 0 ? 0.0f : NAN;
+      continue;
+    }
+    const float* xr = x + r * V;
+    const float2 ms = row_max_sum(xr, V, red);
+    const float scale = dl[r], inv = 1.0f / ms.y;
+    for (int64_t c = threadIdx.x; c < V; c += blockDim.x) {
+      const float p = expf(xr[c] - ms.x) * inv * scale;
+      y[c] = c == tr ? p - scale : p;
+    }
+  }
+}
+
 unsigned row_blocks(int64_t R) { return static_cast<unsigned>(std::clamp<int64_t>(R, 1, int64_t{1} << 20)); }
 
 }  // namespace
@@ -113,6 +153,24 @@ void cross_entropy_grad(CudaBackend& be, const Node& node, std::span<const Tenso
   ce_grad_k<<<row_blocks(R), kThreads, 0, be.stream()>>>(ptr(in[0]), ptr<int32_t>(in[1]), ptr(in[2]), count, ptr(out), R,
                                                          V, be.status_word(), tag);
   be.launched("cross_entropy_grad", &node);
+}
+
+void token_nll(CudaBackend& be, const Node& node, std::span<const Tensor> in, const Tensor& out) {
+  const int64_t V = in[0].shape.back(), R = V ? in[0].numel() / V : 0;
+  if (R == 0) return;
+  const uint32_t tag = be.error_tag(node, "a target is >= the vocabulary size " + std::to_string(V));
+  nll_rows_k<<<row_blocks(R), kThreads, 0, be.stream()>>>(ptr(in[0]), ptr<int32_t>(in[1]), ptr(out), R, V, be.status_word(),
+                                                          tag);
+  be.launched("token_nll", &node);
+}
+
+void token_nll_grad(CudaBackend& be, const Node& node, std::span<const Tensor> in, const Tensor& out) {
+  const int64_t V = in[0].shape.back(), R = V ? in[0].numel() / V : 0;
+  if (R == 0) return;
+  const uint32_t tag = be.error_tag(node, "a target is >= the vocabulary size " + std::to_string(V));
+  nll_grad_k<<<row_blocks(R), kThreads, 0, be.stream()>>>(ptr(in[0]), ptr<int32_t>(in[1]), ptr(in[2]), ptr(out), R, V,
+                                                          be.status_word(), tag);
+  be.launched("token_nll_grad", &node);
 }
 
 }  // namespace tandem::cuda

@@ -69,6 +69,28 @@ __kernel void ce_grad_f32(__global const float* x, long xo, __global const int* 
   const float g = dl[dlo] / (float)valid, mx = row_max(in, V), s = row_sumexp(in, mx, y, V);
   for (long c = 0; c < V; ++c) y[c] = g * (y[c] / s - (c == tr ? 1.0f : 0.0f));
 }
+// token_nll: the per-row loss itself; token_nll_grad: dout[r] * (softmax - onehot).
+__kernel void nll_rows_f32(__global const float* x, long xo, __global const int* t, long to, __global float* o, long oo,
+                           long R, long V) {
+  long r = get_global_id(0);
+  if (r >= R) return;
+  int tr = t[to + r];
+  o[oo + r] = tr < 0 ? 0.0f : row_lse(x + xo + r * V, V) - x[xo + r * V + tr];
+}
+__kernel void nll_grad_f32(__global const float* x, long xo, __global const int* t, long to, __global const float* dl,
+                           long dlo, __global float* o, long oo, long R, long V) {
+  long r = get_global_id(0);
+  if (r >= R) return;
+  __global float* y = o + oo + r * V;
+  int tr = t[to + r];
+  if (tr < 0) {
+    for (long c = 0; c < V; ++c) y[c] = 0.0f;
+    return;
+  }
+  __global const float* in = x + xo + r * V;
+  const float g = dl[dlo + r], mx = row_max(in, V), s = row_sumexp(in, mx, y, V);
+  for (long c = 0; c < V; ++c) y[c] = g * (y[c] / s - (c == tr ? 1.0f : 0.0f));
+}
 )CLC";
 
 void cross_entropy(OpenClBackend& be, const Node&, std::span<const Tensor> in, const Tensor& out) {
@@ -80,6 +102,15 @@ void cross_entropy(OpenClBackend& be, const Node&, std::span<const Tensor> in, c
 void cross_entropy_grad(OpenClBackend& be, const Node&, std::span<const Tensor> in, const Tensor& out) {
   const int64_t V = in[0].shape.back(), R = in[0].numel() / V;
   be.launch("ce_grad_f32", static_cast<size_t>(R), {in[0], in[1], in[2], out, R, V});
+}
+
+void token_nll(OpenClBackend& be, const Node&, std::span<const Tensor> in, const Tensor& out) {
+  const int64_t V = in[0].shape.back(), R = in[0].numel() / V;
+  be.launch("nll_rows_f32", static_cast<size_t>(R), {in[0], in[1], out, R, V});
+}
+void token_nll_grad(OpenClBackend& be, const Node&, std::span<const Tensor> in, const Tensor& out) {
+  const int64_t V = in[0].shape.back(), R = in[0].numel() / V;
+  be.launch("nll_grad_f32", static_cast<size_t>(R), {in[0], in[1], in[2], out, R, V});
 }
 
 }  // namespace tandem::opencl

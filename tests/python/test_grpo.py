@@ -1,0 +1,176 @@
+"""`tandem task make` and `tandem grpo`: a one-token bandit learns its rewarded token, a resumed run
+equals an uninterrupted one, and a reward program that fails, hangs or prints garbage stops the run
+with one clear error line while the checkpoints already written stay intact. The loss itself is
+test_grpo_loss.py."""
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+ALPHABET = "abcdefgh"
+PROMPTS = ["abc", "hgf", "dd", "eab"]
+# The bandit's reward: 1 for the one token 'e', else 0 (awk: starts faster than python3, and tandem
+# writes the JSON lines compact, keys in order).
+REWARD_E = """exec:awk '{print index($0, "\\"completion\\":\\"e\\"") ? 1 : 0}'"""
+
+
+@pytest.fixture(scope="module")
+def fresh_model(tandem, session_tmp: Path) -> Path:
+    """A one-layer model after a single step at a tiny learning rate: next-token probabilities near
+    uniform over the 9 characters (the bandit's chance level is about 1/9)."""
+    run = session_tmp / "grpo-fresh"
+    if not (run / "checkpoints").exists():
+        rng = random.Random(0)
+        text = "".join(rng.choice(ALPHABET) + ("\n" if rng.random() < 0.1 else "") for _ in range(20000))
+        (session_tmp / "grpo-text.txt").write_text(text)
+        tandem("prepare", "--input", session_tmp / "grpo-text.txt", "--tokenizer", "char",
+               "--out", session_tmp / "grpo-data")
+        tandem("train", "--config", "baby-gpt", "--data", session_tmp / "grpo-data", "--out", run, "--steps", "1",
+               "--set", "n_layer=1", "--set", "n_embd=32", "--set", "n_head=2", "--set", "n_positions=16",
+               "--set", "block_size=16", "--set", "batch_size=2", "--set", "learning_rate=1e-6",
+               "--set", "eval_interval=1000", "--set", "eval_steps=1")
+    return run
+
+
+@pytest.fixture(scope="module")
+def ds_model(tandem, session_tmp: Path, fresh_model) -> Path:
+    """A DeepSeek-V3 (ds-tiny shape, smaller; MTP module included) after one step on the same data."""
+    run = session_tmp / "grpo-ds"
+    if not (run / "checkpoints").exists():
+        tandem("train", "--config", "ds-tiny", "--data", session_tmp / "grpo-data", "--out", run, "--steps", "1",
+               "--set", "hidden_size=32", "--set", "num_hidden_layers=2", "--set", "block_size=16",
+               "--set", "batch_size=2", "--set", "eval_interval=1000", "--set", "eval_steps=1")
+    return run
+
+
+@pytest.fixture
+def prompts(tmp_path) -> Path:
+    p = tmp_path / "prompts.jsonl"
+    p.write_text("".join(json.dumps({"prompt": q, "answer": "e"}) + "\n" for q in PROMPTS))
+    return p
+
+
+def bandit_args(model, prompts, out, steps, *extra):
+    return ["grpo", "--model", model, "--prompts", prompts, "--out", out, "--steps", steps, "--group", 8,
+            "--prompts-per-step", 4, "--max-new-tokens", 1, "--lr", "1e-2", "--warmup", 1, "--reward", REWARD_E,
+            "--eval-every", 0, *extra]
+
+
+def steps_of(run: Path):
+    return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"reward_mean"' in l]
+
+
+def test_bandit_reward_rises_from_chance(tandem, fresh_model, prompts, tmp_path):
+    tandem(*bandit_args(fresh_model, prompts, tmp_path / "run", 20))
+    m = steps_of(tmp_path / "run")
+    assert len(m) == 20
+    assert m[0]["reward_mean"] < 0.3, "the start must be near chance (1/9)"
+    assert max(r["reward_mean"] for r in m[-5:]) > 0.9, [round(r["reward_mean"], 3) for r in m]
+    for key in ("reward_std", "accuracy", "frac_reward_zero_std", "completion_len_mean", "completion_len_max",
+                "truncated_frac", "scratchpad_frac", "entropy", "kl", "clip_frac", "grad_norm", "rollout_s",
+                "update_s", "sampled_tokens_per_s"):
+        assert key in m[0], key
+    # The final checkpoint is a model directory `generate` reads.
+    assert (tmp_path / "run" / "checkpoints" / "step_20" / "model.safetensors").exists()
+
+
+TIMING = {"rollout_s", "reward_s", "update_s", "step_s", "sampled_tokens_per_s", "eval_s"}
+
+
+def strip(m):
+    return {k: v for k, v in m.items() if k not in TIMING}
+
+
+@pytest.mark.parametrize("arch, extra", [
+    ("gpt2", []),
+    ("gpt2", ["--updates-per-batch", 2, "--kl-beta", "0.04", "--loss", "grpo"]),
+    ("deepseek_v3", ["--updates-per-batch", 2, "--kl-beta", "0.04", "--loss", "dr_grpo"]),
+])
+def test_resume_equals_uninterrupted(tandem, request, prompts, tmp_path, arch, extra):
+    fresh_model = request.getfixturevalue("fresh_model" if arch == "gpt2" else "ds_model")
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    tandem(*bandit_args(fresh_model, prompts, whole, 6, "--checkpoint-every", 3, *extra))
+    tandem(*bandit_args(fresh_model, prompts, part, 3, "--checkpoint-every", 3, *extra))
+    tandem(*bandit_args(fresh_model, prompts, part, 6, "--checkpoint-every", 3, "--resume", *extra))
+    a, b = steps_of(whole), steps_of(part)
+    assert [strip(m) for m in a] == [strip(m) for m in b]
+    wa = (whole / "checkpoints" / "step_6" / "model.safetensors").read_bytes()
+    wb = (part / "checkpoints" / "step_6" / "model.safetensors").read_bytes()
+    assert wa == wb
+    # `generate` reads a grpo checkpoint like a `train` one.
+    tandem("generate", "--model", whole, "--prompt", "abc", "--max-tokens", 3, "--temperature", 0)
+
+
+def one_error(r) -> str:
+    errors = [l for l in r.stderr.splitlines() if l.startswith("tandem: error:")]
+    assert r.returncode != 0 and len(errors) == 1, r.describe()
+    return errors[0]
+
+
+@pytest.mark.parametrize("program, expect", [
+    ("exit 3", "exited with status 3"),
+    ("sleep 20", "did not finish within 1 s"),
+    ("echo hello", "printed 'hello' on line 1"),
+    ("echo 1", "printed 1 numbers for 32 completions"),
+    ("kill -9 $$", "killed by signal 9"),
+])
+def test_bad_reward_program_one_clear_error(tandem, fresh_model, prompts, tmp_path, program, expect):
+    r = tandem.run("grpo", "--model", fresh_model, "--prompts", prompts, "--out", tmp_path / "run", "--steps", 2,
+                   "--group", 8, "--prompts-per-step", 4, "--max-new-tokens", 1, "--reward", "exec:" + program,
+                   "--reward-timeout", 1, "--eval-every", 0, timeout=60)
+    line = one_error(r)
+    assert f"reward program '{program}'" in line and expect in line, line
+
+
+def test_reward_failure_keeps_checkpoints(tandem, fresh_model, prompts, tmp_path):
+    # Scores every completion 0.5 for two steps, then fails.
+    script = tmp_path / "reward.sh"
+    script.write_text(f"n=$(cat {tmp_path}/calls 2>/dev/null || echo 0); n=$((n+1)); echo $n > {tmp_path}/calls\n"
+                      "[ $n -ge 3 ] && { echo 'judge crashed' >&2; exit 2; }\n"
+                      "while read -r line; do echo 0.5; done\n")
+    r = tandem.run("grpo", "--model", fresh_model, "--prompts", prompts, "--out", tmp_path / "run", "--steps", 4,
+                   "--group", 8, "--prompts-per-step", 4, "--max-new-tokens", 1, "--checkpoint-every", 2,
+                   "--reward", f"exec:sh {script}", "--eval-every", 0, timeout=60)
+    line = one_error(r)
+    assert "exited with status 2" in line and "judge crashed" in line, line
+    tandem("checkpoints", "--run", tmp_path / "run", "--verify")  # the newest checkpoint verifies
+    assert (tmp_path / "run" / "checkpoints" / "step_2" / "model.safetensors").exists()
+
+
+def test_task_make_parity(tandem, tmp_path):
+    tandem("task", "make", "parity", "--bits", 8, "--out", tmp_path / "t", "--examples", 2000, "--prompts", 100,
+           "--eval", 50, "--scratchpad", 0.25)
+    lines = (tmp_path / "t" / "sft.txt").read_text().splitlines()
+    assert len(lines) == 2000
+    think = 0
+    for l in lines:
+        prompt, completion = l.split("?")
+        bits = [int(c) for c in prompt]
+        assert len(bits) == 8
+        p = sum(bits) % 2
+        if completion.startswith(":"):
+            think += 1
+            trace = completion[1:].split("=")[0]
+            assert trace == "".join(str(sum(bits[:i + 1]) % 2) for i in range(8))
+        assert completion.endswith(f"={p}")
+    assert 0.2 < think / 2000 < 0.3
+    ev = [json.loads(l) for l in (tmp_path / "t" / "eval.jsonl").read_text().splitlines()]
+    rl = [json.loads(l) for l in (tmp_path / "t" / "prompts.jsonl").read_text().splitlines()]
+    assert len(ev) == 50 and len(rl) == 100
+    held = {e["prompt"] for e in ev}
+    assert not held & {r["prompt"] for r in rl}
+    assert not held & {l.split("?")[0] + "?" for l in lines}
+    for e in ev:
+        assert e["answer"] == str(sum(int(c) for c in e["prompt"][:-1]) % 2)
+
+
+def test_task_make_addition(tandem, tmp_path):
+    tandem("task", "make", "addition", "--digits", 3, "--out", tmp_path / "t", "--examples", 500, "--prompts", 20,
+           "--eval", 20)
+    for l in (tmp_path / "t" / "sft.txt").read_text().splitlines():
+        prompt, completion = l.split("?")
+        a, b = prompt.split("+")
+        assert completion.endswith("=" + str(int(a) + int(b)))
+        if completion.startswith(":"):
+            assert completion[1:].split("=")[0] == str(int(a) + int(b))[::-1]
