@@ -10,7 +10,7 @@ fresh machine); CI checks the files with the `gguf` package instead (tests/pytho
 On a byte-level BPE tokenizer trained on the Shakespeare corpus, trains a gpt2-shaped model
 (baby-gpt) and a ds-tiny model for N steps, exports each as GGUF in f32, bf16 and q8_0, loads each
 file in llama.cpp (f32 KV cache) and checks, against tandem on the same weights:
-  - logits at every position of a 64-token prompt: max|a - b| / max|b| (the repo's metric) within
+  - logits at every position of a (64 - K)-token prompt (the models have 64 positions): max|a - b| / max|b| (the repo's metric) within
     the bound of the file's format. tandem's side is `tandem grad` on the model imported back from
     the same GGUF (so both sides hold the same rounded or quantized weights; tandem computes in
     f32). Bounds: f32 1e-3 (summation order only); bf16 and q8_0 3e-2 (llama.cpp also rounds the
@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--tandem", type=Path, default=ROOT / "build" / "tandem")
     a = ap.parse_args()
+    if not 0 < a.tokens < 64:
+        ap.error("--tokens must be in 1..63 (the models have 64 positions)")
     work = a.work or Path(tempfile.mkdtemp(prefix="tandem-gguf-interop."))
     work.mkdir(parents=True, exist_ok=True)
     T = a.tandem
@@ -81,7 +83,8 @@ def main() -> None:
     prompt_text = corpus[:2000]
     failed = False
     for name in models:
-        ids = [int(x) for x in sh(T, "tokenize", "--tokenizer", work / "data", "--text", prompt_text).split()][:64]
+        # both models have 64 positions: the prompt and the greedy continuation must fit in them
+        ids = [int(x) for x in sh(T, "tokenize", "--tokenizer", work / "data", "--text", prompt_text).split()][:64 - a.tokens]
         for dtype in ("f32", "bf16", "q8_0"):
             d = work / f"{name}-{dtype}"
             d.mkdir(exist_ok=True)
@@ -91,7 +94,7 @@ def main() -> None:
             if not (d / "imported").exists():
                 sh(T, "import", "--from", gguf, "--out", d / "imported")
             ours = tandem_logits(T, d / "imported", ids, d)
-            llm = llama_load(gguf, len(ids) + a.tokens + 8)
+            llm = llama_load(gguf, 64)
             llm.eval(ids)
             theirs = np.asarray(llm.scores[:len(ids)], dtype=np.float64)[:, :ours.shape[1]]
             err = float(np.max(np.abs(theirs - ours)) / np.max(np.abs(ours)))
