@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "io/json_value.h"
 
 namespace tandem {
 
@@ -61,18 +62,7 @@ std::unique_ptr<DeepseekV3> DeepseekV3::from_hf(const nlohmann::json& j, const s
   auto field = [&](const char* key) -> const nlohmann::json* { return j.contains(key) ? &j.at(key) : nullptr; };
   auto get = [&](const char* key, auto& out) {
     const nlohmann::json* v = field(key);
-    if (!v || v->is_null()) return;
-    using T = std::decay_t<decltype(out)>;
-    // Integer fields take only JSON integers: nlohmann would convert 1e300 to int64 (undefined).
-    bool ok = !std::is_integral_v<T> || std::is_same_v<T, bool> || v->is_number_integer();
-    if (ok) {
-      try {
-        out = v->get<T>();
-      } catch (const std::exception&) {
-        ok = false;
-      }
-    }
-    if (!ok) throw Error(where + ": field '" + key + "' has the wrong type: " + v->dump());
+    if (v && !v->is_null()) out = json_value<std::decay_t<decltype(out)>>(*v, where, "field", key);
   };
   get("vocab_size", c.vocab_size);
   get("hidden_size", c.hidden_size);

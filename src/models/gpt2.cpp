@@ -4,6 +4,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "io/json_value.h"
 #include "models/deepseek_v3.h"
 #include "models/precision.h"
 
@@ -24,19 +25,7 @@ GPT2::GPT2(GPT2Config c) : c_(c) {
 std::unique_ptr<GPT2> GPT2::from_hf(const nlohmann::json& j, const std::string& where) {
   GPT2Config c;
   auto get = [&](const char* key, auto& field) {
-    if (!j.contains(key)) return;
-    using T = std::decay_t<decltype(field)>;
-    const nlohmann::json& v = j.at(key);
-    // Integer fields take only JSON integers: nlohmann would convert 1e300 to int64 (undefined).
-    bool ok = !std::is_integral_v<T> || std::is_same_v<T, bool> || v.is_number_integer();
-    if (ok) {
-      try {
-        field = v.get<T>();
-      } catch (const std::exception&) {
-        ok = false;
-      }
-    }
-    if (!ok) throw Error(where + ": field '" + key + "' has the wrong type: " + v.dump());
+    if (j.contains(key)) field = json_value<std::decay_t<decltype(field)>>(j.at(key), where, "field", key);
   };
   get("vocab_size", c.vocab_size);
   get("n_positions", c.n_positions);

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "io/json_value.h"
 
 namespace tandem {
 
@@ -66,18 +67,7 @@ const std::map<std::string, std::set<std::string>>& model_keys() {
 
 template <typename T>
 void take(const nlohmann::json& j, const char* key, T& field, const std::string& where) {
-  if (!j.contains(key)) return;
-  const nlohmann::json& v = j.at(key);
-  // An integer key takes only a JSON integer: nlohmann would convert 1e300 to int64 (undefined).
-  bool ok = !std::is_integral_v<T> || std::is_same_v<T, bool> || v.is_number_integer();
-  if (ok) {
-    try {
-      field = v.get<T>();
-    } catch (const std::exception&) {
-      ok = false;
-    }
-  }
-  if (!ok) throw Error(where + ": config key '" + key + "' has the wrong type: " + v.dump());
+  if (j.contains(key)) field = json_value<T>(j.at(key), where, "config key", key);
 }
 
 }  // namespace
