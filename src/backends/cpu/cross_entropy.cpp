@@ -36,6 +36,22 @@ void cross_entropy(const Node&, std::span<const Tensor> in, const Tensor& out) {
   f32(out)[0] = valid ? static_cast<float>(total / static_cast<double>(valid)) : 0.0f;
 }
 
+namespace {
+// One row of a negative log-likelihood's gradient, scale * (softmax(x) - onehot(t)); zeros for an
+// ignored target (t < 0). Shared by cross_entropy_grad (scale: dloss / valid rows) and token_nll_grad
+// (scale: the row's own upstream gradient).
+void nll_grad_row(const float* x, int32_t t, float scale, float* y, int64_t V) {
+  if (t < 0) {
+    std::fill(y, y + V, 0.0f);
+    return;
+  }
+  softmax_row(x, y, V);
+#pragma omp simd
+  for (int64_t c = 0; c < V; ++c) y[c] *= scale;
+  y[t] -= scale;
+}
+}  // namespace
+
 void cross_entropy_grad(const Node&, std::span<const Tensor> in, const Tensor& out) {
   const float* x = f32(in[0]);
   const int32_t* t = i32(in[1]);
@@ -44,17 +60,7 @@ void cross_entropy_grad(const Node&, std::span<const Tensor> in, const Tensor& o
   const float scale = valid ? f32(in[2])[0] / static_cast<float>(valid) : 0.0f;
   float* o = f32(out);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < R; ++i) {
-    float* y = o + i * V;
-    if (t[i] < 0) {
-      std::fill(y, y + V, 0.0f);
-      continue;
-    }
-    softmax_row(x + i * V, y, V);
-#pragma omp simd
-    for (int64_t c = 0; c < V; ++c) y[c] *= scale;
-    y[t[i]] -= scale;
-  }
+  for (int64_t i = 0; i < R; ++i) nll_grad_row(x + i * V, t[i], scale, o + i * V, V);
 }
 
 void token_nll(const Node&, std::span<const Tensor> in, const Tensor& out) {
@@ -78,18 +84,7 @@ void token_nll_grad(const Node&, std::span<const Tensor> in, const Tensor& out) 
   const int64_t V = in[0].shape.back(), R = in[0].numel() / V;
   float* o = f32(out);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < R; ++i) {
-    float* y = o + i * V;
-    if (t[i] < 0) {
-      std::fill(y, y + V, 0.0f);
-      continue;
-    }
-    softmax_row(x + i * V, y, V);
-    const float scale = g[i];
-#pragma omp simd
-    for (int64_t c = 0; c < V; ++c) y[c] *= scale;
-    y[t[i]] -= scale;
-  }
+  for (int64_t i = 0; i < R; ++i) nll_grad_row(x + i * V, t[i], g[i], o + i * V, V);
 }
 
 }  // namespace tandem::cpu
