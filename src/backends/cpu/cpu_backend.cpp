@@ -61,8 +61,8 @@ cpu::Kernel kernel_for(OpKind op) {
 }
 }  // namespace
 
-// Every op in f32 and bf16 (index-producing ops output i32). bf16 matmuls (plain and grouped) have
-// their own kernels; the other ops run their f32 kernel on widened bf16 inputs (bf16.cpp).
+// Every op in f32 and bf16 (index-producing ops output i32). bf16 matmuls (plain and grouped) and
+// embedding have their own kernels; the other ops run their f32 kernel on widened bf16 inputs (bf16.cpp).
 bool CpuBackend::supports(const Node& node) const { return kernel_for(node.op) != nullptr; }
 
 void CpuBackend::execute(const Node& node, std::span<const Tensor> inputs, const Tensor& output) {
@@ -76,7 +76,7 @@ void CpuBackend::execute(const Node& node, std::span<const Tensor> inputs, const
   bool bf16_io = output.dtype == DType::bf16;
   for (const Tensor& t : inputs) bf16_io = bf16_io || t.dtype == DType::bf16;
   const bool native_bf16 = node.op == OpKind::cast || node.op == OpKind::matmul || node.op == OpKind::grouped_matmul ||
-                           node.op == OpKind::grouped_matmul_grad_w;
+                           node.op == OpKind::grouped_matmul_grad_w || node.op == OpKind::embedding;
   if (bf16_io && !native_bf16) return cpu::run_widened(k, node, inputs, output);
   k(node, inputs, output);
 }
