@@ -10,6 +10,9 @@
 //
 // Tolerance, as tests/cpp/test_gemm.cpp: |C - C64| <= 1e-6 * sqrt(K) * sum_k |a_mk b_kn| + 1e-30.
 //
+// skinny_gemm_q8_0 (the same kernel reading q8_0 weights): against the float64 reference on the
+// dequantized weights, and bit-identical to skinny_gemm on them (dequantization is exact).
+//
 // sample_token (models/generator.h), which orders only the top_k candidates (a partial sort),
 // against the full stable sort it replaced: the same token for the same logits, options and
 // generator state, ties included.
@@ -26,6 +29,7 @@
 #include <vector>
 
 #include "backends/cpu/gemv.h"
+#include "core/dtype.h"
 #include "models/generator.h"
 
 namespace {
@@ -135,6 +139,31 @@ TEST(SkinnyGemm, EachRowIsTheSameBitsAloneInABatchWithAnyThreadCount) {
     EXPECT_TRUE(same_bits(inside, all)) << "tb=" << tb << " inside a parallel region";
   }
   omp_set_num_threads(saved);
+}
+
+TEST(SkinnyGemmQ8_0, MatchesFloat64AndIsTheF32KernelOnDequantizedWeights) {
+  struct S { bool tb; int64_t M, N, K; };
+  // decode shapes (GPT-2's Conv1D layout and a tied lm_head), odd K / N where the layout allows
+  // (q8_0 needs whole 32-value blocks along B's rows only), one piece and several.
+  for (const S& s : {S{false, 1, 2304, 768}, S{false, 8, 768, 3072}, S{false, 3, 96, 61}, S{false, 1, 32, 1},
+                     S{true, 1, 5003, 768}, S{true, 5, 17, 96}, S{true, 8, 1001, 32}}) {
+    Problem p = make(s.tb, s.M, s.N, s.K, 0, 11);
+    // B as q8_0 bytes, and p.B replaced by its exact dequantization (the reference's operand).
+    std::vector<uint8_t> q(tandem::storage_bytes(tandem::DType::q8_0, static_cast<int64_t>(p.B.size())));
+    tandem::quantize_q8_0(p.B.data(), q.data(), static_cast<int64_t>(p.B.size()));
+    tandem::dequantize_q8_0(q.data(), p.B.data(), static_cast<int64_t>(p.B.size()));
+    const std::vector<float> f32 = run(p, 0, s.M);
+    check_against_reference(p, f32);
+    for (int threads : {1, 2}) {
+      const int saved = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      std::vector<float> C(static_cast<size_t>(s.M * p.ldc), std::numeric_limits<float>::quiet_NaN());
+      tandem::cpu::skinny_gemm_q8_0(s.tb, s.M, s.N, s.K, p.A.data(), p.lda, q.data(), p.ldb, C.data(), p.ldc);
+      omp_set_num_threads(saved);
+      EXPECT_TRUE(same_bits(C, f32)) << "tb=" << s.tb << " M=" << s.M << " N=" << s.N << " K=" << s.K
+                                     << " threads=" << threads;
+    }
+  }
 }
 
 // sample_token as it was before the partial sort: every id stably sorted by logit, descending.

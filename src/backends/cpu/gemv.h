@@ -31,5 +31,10 @@ void skinny_gemm(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, 
 // of the f32 weights for the same arithmetic (the decode path of --weights bf16).
 void skinny_gemm(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* B,
                  int64_t ldb, float* C, int64_t ldc);
+// The same with q8_0 weights (core/dtype.h; every row of B a whole number of 32-value blocks, ldb a
+// multiple of 32), dequantized exactly as they stream: the same bits as skinny_gemm on the
+// dequantized f32 weights, from 1.06 bytes per weight (the decode path of --weights q8_0).
+void skinny_gemm_q8_0(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint8_t* B,
+                      int64_t ldb, float* C, int64_t ldc);
 
 }  // namespace tandem::cpu
