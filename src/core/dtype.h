@@ -70,10 +70,22 @@ inline float bf16_to_f32(uint16_t h) {
 
 // IEEE binary16 (q8_0 block scales, F16 tensors of safetensors and GGUF files) -> f32: exact,
 // subnormals, infinities and NaN included.
+// Bit arithmetic rather than _Float16, which Debian 12's clang (the fuzz build) rejects on x86.
 inline float f16_to_f32(uint16_t h) {
-  _Float16 f;
-  std::memcpy(&f, &h, 2);
-  return static_cast<float>(f);
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  uint32_t u;
+  if (exp == 0x1f) {
+    u = sign | 0x7f800000u | (mant << 13);  // infinity, NaN (payload kept, so quiet stays quiet)
+  } else if (exp != 0) {
+    u = sign | ((exp + 112u) << 23) | (mant << 13);  // normal: rebias 15 -> 127
+  } else {
+    const float f = static_cast<float>(mant) * 0x1p-24f;  // zero or subnormal: mant x 2^-24, exact
+    std::memcpy(&u, &f, 4);
+    u |= sign;
+  }
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
 }
 
 // f32 rounded to the nearest bf16 value, as a float.

@@ -74,6 +74,26 @@ TEST(Bf16Convert, EveryBf16ValueWithEveryInterestingLowHalf) {
   }
 }
 
+// IEEE binary16 -> f32 (q8_0 scales, F16 tensors) over all 65,536 values, against the value
+// the format defines, computed in float64: (-1)^s 2^(e-15) (1 + m/1024), subnormals m 2^-24,
+// infinities; NaNs stay NaN with their payload and sign.
+TEST(F16Convert, EveryF16Value) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float got = tandem::f16_to_f32(static_cast<uint16_t>(h));
+    const uint32_t s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+    if (e == 31 && m != 0) {
+      ASSERT_TRUE(std::isnan(got)) << h;
+      ASSERT_EQ(f32_bits(got), (s << 31) | 0x7f800000u | (m << 13)) << h;
+      continue;
+    }
+    const double mag = e == 31 ? std::numeric_limits<double>::infinity()
+                       : e == 0 ? std::ldexp(static_cast<double>(m), -24)
+                                : std::ldexp(1.0 + m / 1024.0, static_cast<int>(e) - 15);
+    const double want = s ? -mag : mag;
+    ASSERT_EQ(f32_bits(got), f32_bits(static_cast<float>(want))) << "f16 bits 0x" << std::hex << h;
+  }
+}
+
 TEST(Bf16Convert, EdgeCases) {
   const float inf = std::numeric_limits<float>::infinity();
   EXPECT_EQ(f32_to_bf16(0.0f), 0x0000);
