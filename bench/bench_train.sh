@@ -184,7 +184,7 @@ def section(name, preset, sets, tag, skip):
           f"steps timed after the first {skip} ==")
     print(f"FLOPs/token = 6*(12*L*C^2 + V*C) + 12*L*C*T = {fpt / 1e6:.1f} MFLOP "
           f"({'bf16 GEMM' if precision == 'bf16' else 'sgemm'} ceiling: {peak:.0f} GFLOP/s; precision {precision})")
-    print(f"{'side':8} {'tokens/s':>10} {'median':>10} {'s/step':>9} {'GFLOP/s':>8} {'%sgemm':>7} "
+    print(f"{'side':8} {'tokens/s':>10} {'median':>10} {'s/step':>9} {'GFLOP/s':>8} {'%ceil':>7} "
           f"{'val loss':>9} {'wall s':>8}")
     for side, tps, sps, gf, val, wall, med in rows:
         print(f"{side:8} {fmt(tps):>10} {fmt(med):>10} {fmt(sps, '.3f'):>9} {fmt(gf):>8} "
