@@ -133,7 +133,7 @@ class Reference:
             out[..., 1::2] = x[..., 0::2] * s + x[..., 1::2] * c
             return out
 
-        assert "rope.scaling.type" not in kv, "the reference has no YaRN"
+        assert "rope.scaling.factor" not in kv, "the reference has no YaRN"
         T = len(ids)
         pos = np.arange(T, dtype=np.float64)
         nh, r, dk = kv["attention.head_count"], kv["attention.kv_lora_rank"], kv["attention.key_length_mla"]

@@ -11,6 +11,8 @@ c) Files written by gguf-py (not by tandem) import, F32/F16/BF16/Q8_0, into the 
    dequantizes them to; the imported model evaluates to the original's loss.
 d) Unsupported architectures, tensor types, missing keys and truncated files are refused, naming
    the key or tensor.
+e) tandem's logits on an imported q8_0 file equal a float64 forward of llama.cpp's graph on the
+   file's weights (bench/ggml_reference.py), both architectures.
 About 40 s (two short training runs, a dozen exports and imports).
 """
 from __future__ import annotations
@@ -266,6 +268,29 @@ def test_import_file_written_by_gguf_package(tandem, runs, arch, qtype):
             out = tandem("eval", "--model", model, "--data", runs["root"] / "data", "--max-batches", "2").stdout
             return out
         assert loss(root / "model").split("loss")[1] == loss(runs[arch]).split("loss")[1]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "ds"])
+def test_logits_equal_float64_forward_of_the_file(tandem, runs, arch, tmp_path):
+    """tandem on an imported q8_0 GGUF computes what llama.cpp's graph computes on the file's
+    weights: an independent float64 forward of the file (bench/ggml_reference.py: llama.cpp's gpt2
+    and deepseek2 graphs on the tensors gguf-py dequantizes, f32 activations) gives its logits.
+    Checks the mapping's semantics (k_b/v_b, expert stacks, grouped sigmoid routing, adjacent-pair
+    rope) where CI has no llama.cpp."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from ggml_reference import Reference
+    from safetensors.numpy import save_file
+    out = tmp_path / "m.gguf"
+    tandem("export", "--model", runs[arch], "--format", "gguf", "--dtype", "q8_0", "--out", out)
+    tandem("import", "--from", out, "--out", tmp_path / "model")
+    ids = np.random.default_rng(5).integers(0, 320, size=(1, 40), dtype=np.int32)
+    save_file({"input_ids": ids, "labels": np.roll(ids, -1, axis=1)}, str(tmp_path / "batch.safetensors"))
+    tandem("grad", "--model", tmp_path / "model", "--batch", tmp_path / "batch.safetensors", "--out", tmp_path / "g.safetensors")
+    ours = load_file(str(tmp_path / "g.safetensors"))["logits"].reshape(40, -1).astype(np.float64)
+    want = Reference(out, "exact").forward(ids[0])
+    assert ours.shape == want.shape
+    err = np.max(np.abs(ours - want)) / np.max(np.abs(want))
+    assert err < 1e-5, f"{arch}: max rel err {err:.2e} against the float64 forward of the GGUF"
 
 
 def test_import_via_bench_helper(tandem, runs, tmp_path):
