@@ -25,11 +25,10 @@ file in llama.cpp (f32 KV cache) and checks, against tandem on the same weights:
       llama.cpp vs float64 ggml <= the same bound at every position, flips included.
     A routing flip: llama.cpp's rounded activations move a token's router scores (ds-tiny q8_0: by
     4e-4 to 7e-4), and where two experts (or two expert groups) are closer than that, the token
-    takes another expert; its
-    logits then differ by far more than the rounding itself (ds-tiny q8_0: 7e-2 against 3e-3
-    elsewhere). Flips are listed (position, layer, how close the tie was) with the difference they
-    cause, and are not held to the rounding bound: the check there is that llama.cpp's logits are
-    the ones the simulated ggml arithmetic predicts;
+    takes another expert; its logits then differ by far more than the rounding itself (ds-tiny
+    q8_0: 7e-2 against 3e-3 elsewhere). Flips are listed (position, layer, how close the tie was)
+    with the difference they cause, and are not held to the rounding bound: the check there is that
+    llama.cpp's logits are the ones the simulated ggml arithmetic predicts;
   - K greedy tokens after the prompt are identical (tandem's by repeated `tandem grad`);
   - llama.cpp's tokenizer on the embedded vocabulary gives `tandem tokenize`'s ids on the whole
     corpus (every 2000-character piece).
