@@ -32,6 +32,10 @@ void register_grpo(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--reward-timeout", o->reward_timeout, "Seconds an exec: reward program may take per step")
       ->capture_default_str();
+  cmd->add_option("--resample-zero-spread", o->resample_zero_spread,
+                  "Extra sampling rounds (at most) that replace each group whose rewards are all equal by a fresh "
+                  "prompt's group with spread (DAPO dynamic sampling; 0: off)")
+      ->capture_default_str();
   cmd->add_option("--updates-per-batch", o->updates_per_batch,
                   "Optimizer steps per rollout batch (> 1: the old policy's log-probs are kept)")
       ->capture_default_str();

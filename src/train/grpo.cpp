@@ -87,6 +87,17 @@ Rollout sample(BatchDecoder& dec, const Tokenizer& tok, std::vector<const Prompt
   return r;
 }
 
+// The groups (of `group` consecutive rewards) whose rewards are all equal, in order: their
+// advantages are 0, so they add nothing to the gradient.
+std::vector<int64_t> zero_spread_groups(const std::vector<double>& rewards, int64_t group) {
+  std::vector<int64_t> out;
+  for (size_t g = 0; g * static_cast<size_t>(group) < rewards.size(); ++g) {
+    const auto first = rewards.begin() + static_cast<std::ptrdiff_t>(g * static_cast<size_t>(group));
+    if (std::all_of(first, first + group, [&](double r) { return r == *first; })) out.push_back(static_cast<int64_t>(g));
+  }
+  return out;
+}
+
 bool correct(const std::string& completion, const std::string& answer) {
   const std::string a = extract_answer(completion);
   return !a.empty() && a == answer;
@@ -137,6 +148,7 @@ void grpo(const GrpoOptions& o) {
   check(o.prompts_per_step >= 1 && o.steps >= 0 && o.max_new_tokens >= 1 && o.updates_per_batch >= 1,
         "--prompts-per-step, --max-new-tokens and --updates-per-batch must be >= 1, --steps >= 0");
   check(o.temperature > 0, "--temperature must be > 0 (the policy is sampled)");
+  check(o.resample_zero_spread >= 0, "--resample-zero-spread must be >= 0");
   GrpoLossOptions lo;
   lo.type = parse_grpo_loss_type(o.loss, "--loss");
   lo.clip_low = o.clip;
@@ -205,7 +217,8 @@ void grpo(const GrpoOptions& o) {
                            {"clip_high", lo.clip_high}, {"kl_beta", o.kl_beta}, {"reward", o.reward},
                            {"learning_rate", o.learning_rate}, {"warmup_steps", o.warmup_steps},
                            {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip},
-                           {"updates_per_batch", o.updates_per_batch}, {"seed", o.seed}}}};
+                           {"updates_per_batch", o.updates_per_batch}, {"resample_zero_spread", o.resample_zero_spread},
+                           {"seed", o.seed}}}};
   if (o.resume) {
     check(state.seed == o.seed, "--resume: the run used --seed ", state.seed, ", not ", o.seed);
     check(state.train_config.contains("grpo"), start_dir.string(), ": not a grpo checkpoint (no grpo settings)");
@@ -247,25 +260,68 @@ void grpo(const GrpoOptions& o) {
   while (step < o.steps) {
     ++step;
     const auto t_step = Clock::now();
-    // 1-2. prompts and rollouts
+    // 1-2. prompts and rollouts; 3. rewards (and resampling rounds)
     std::mt19937_64 prng(mix(o.seed, static_cast<uint64_t>(step)));
+    std::vector<const Prompt*> chosen;
+    for (int64_t p = 0; p < o.prompts_per_step; ++p) chosen.push_back(&prompts[prng() % prompts.size()]);
     std::vector<const Prompt*> rows;
     std::vector<uint64_t> seeds;
-    for (int64_t p = 0; p < o.prompts_per_step; ++p) {
-      const Prompt* pr = &prompts[prng() % prompts.size()];
+    for (int64_t p = 0; p < o.prompts_per_step; ++p)
       for (int64_t g = 0; g < o.group; ++g) {
-        rows.push_back(pr);
+        rows.push_back(chosen[static_cast<size_t>(p)]);
         seeds.push_back(mix(o.seed, static_cast<uint64_t>(step), rows.size()));
       }
+    Rollout ro = sample(decoder, tok, rows, seeds, o.temperature, o.max_new_tokens, stop);
+    double rollout_s = seconds_since(t_step), reward_s = 0;
+    auto score = [&](const Rollout& r) {
+      const auto t0 = Clock::now();
+      std::vector<RewardItem> items;
+      for (size_t i = 0; i < r.prompts.size(); ++i) items.push_back({r.prompts[i]->text, r.texts[i], r.prompts[i]->answer});
+      std::vector<double> out = reward(items);
+      reward_s += seconds_since(t0);
+      return out;
+    };
+    std::vector<double> rewards = score(ro);
+    int64_t sampled_all = 0;  // completion tokens sampled this step, every round
+    for (const auto& sq : ro.seqs) sampled_all += static_cast<int64_t>(sq.tokens.size());
+    const int64_t flat_sampled = static_cast<int64_t>(zero_spread_groups(rewards, o.group).size());
+    int64_t resampled = 0, rounds = 0;
+    for (int64_t round = 1; round <= o.resample_zero_spread; ++round) {
+      // DAPO's dynamic sampling: each group without reward spread is replaced by a fresh prompt's
+      // group when that one has spread. Prompts and seeds derive from (seed, step, round, group):
+      // nothing to save for --resume, and the next step draws the same whatever happened here.
+      const std::vector<int64_t> flat = zero_spread_groups(rewards, o.group);
+      if (flat.empty()) break;
+      ++rounds;
+      resampled += static_cast<int64_t>(flat.size());
+      const uint64_t base = mix(o.seed, static_cast<uint64_t>(step), static_cast<uint64_t>(round));
+      std::vector<const Prompt*> rrows;
+      std::vector<uint64_t> rseeds;
+      for (int64_t g : flat) {
+        const Prompt* pr = &prompts[mix(base, static_cast<uint64_t>(g)) % prompts.size()];
+        for (int64_t k = 0; k < o.group; ++k) {
+          rrows.push_back(pr);
+          rseeds.push_back(mix(base, static_cast<uint64_t>(g), static_cast<uint64_t>(k + 1)));
+        }
+      }
+      const auto t0 = Clock::now();
+      Rollout extra = sample(decoder, tok, rrows, rseeds, o.temperature, o.max_new_tokens, stop);
+      rollout_s += seconds_since(t0);
+      for (const auto& sq : extra.seqs) sampled_all += static_cast<int64_t>(sq.tokens.size());
+      const std::vector<double> extra_rewards = score(extra);
+      const std::vector<int64_t> still_flat = zero_spread_groups(extra_rewards, o.group);
+      for (size_t j = 0; j < flat.size(); ++j) {
+        if (std::binary_search(still_flat.begin(), still_flat.end(), static_cast<int64_t>(j))) continue;
+        for (int64_t k = 0; k < o.group; ++k) {
+          const auto to = static_cast<size_t>(flat[j] * o.group + k), from = j * static_cast<size_t>(o.group) + static_cast<size_t>(k);
+          rows[to] = extra.prompts[from];
+          ro.prompts[to] = extra.prompts[from];
+          ro.seqs[to] = std::move(extra.seqs[from]);
+          ro.texts[to] = std::move(extra.texts[from]);
+          rewards[to] = extra_rewards[from];
+        }
+      }
     }
-    const Rollout ro = sample(decoder, tok, rows, seeds, o.temperature, o.max_new_tokens, stop);
-    const double rollout_s = seconds_since(t_step);
-    // 3. rewards and advantages
-    const auto t_reward = Clock::now();
-    std::vector<RewardItem> items;
-    for (size_t i = 0; i < rows.size(); ++i) items.push_back({rows[i]->text, ro.texts[i], rows[i]->answer});
-    const std::vector<double> rewards = reward(items);
-    const double reward_s = seconds_since(t_reward);
     GrpoBatch b;
     b.S = S;
     b.T = T;
@@ -334,12 +390,7 @@ void grpo(const GrpoOptions& o) {
     const auto n = static_cast<double>(rewards.size());
     mean /= n;
     for (double r : rewards) var += (r - mean) * (r - mean);
-    int64_t flat = 0;
-    for (int64_t g = 0; g < o.prompts_per_step; ++g) {
-      bool same = true;
-      for (int64_t i = 1; i < o.group; ++i) same = same && rewards[static_cast<size_t>(g * o.group + i)] == rewards[static_cast<size_t>(g * o.group)];
-      flat += same;
-    }
+    const auto flat = static_cast<int64_t>(zero_spread_groups(rewards, o.group).size());
     const double step_s = seconds_since(t_step);
     nlohmann::json m{{"step", step},
                      {"lr", o.learning_rate * std::min(1.0, static_cast<double>(step) / static_cast<double>(std::max<int64_t>(o.warmup_steps, 1)))},
@@ -348,6 +399,9 @@ void grpo(const GrpoOptions& o) {
                      {"reward_std", std::sqrt(var / n)},
                      {"accuracy", acc / n},
                      {"frac_reward_zero_std", static_cast<double>(flat) / static_cast<double>(o.prompts_per_step)},
+                     {"frac_reward_zero_std_sampled", static_cast<double>(flat_sampled) / static_cast<double>(o.prompts_per_step)},
+                     {"resampled_groups", resampled},
+                     {"resample_rounds", rounds},
                      {"completion_len_mean", static_cast<double>(sampled) / n},
                      {"completion_len_max", len_max},
                      {"truncated_frac", trunc / n},
@@ -363,12 +417,12 @@ void grpo(const GrpoOptions& o) {
                      {"reward_s", reward_s},
                      {"update_s", update_s},
                      {"step_s", step_s},
-                     {"sampled_tokens_per_s", static_cast<double>(sampled) / rollout_s}};
+                     {"sampled_tokens_per_s", static_cast<double>(sampled_all) / rollout_s}};
     metrics << m.dump() << "\n" << std::flush;
-    std::printf("step %lld/%lld  reward %.3f  acc %.3f  scratchpad %.2f  len %.1f  zero-std %.2f  | rollout %.2fs update %.2fs\n",
+    std::printf("step %lld/%lld  reward %.3f  acc %.3f  scratchpad %.2f  len %.1f  zero-std %.2f (sampled %.2f)  | rollout %.2fs update %.2fs\n",
                 static_cast<long long>(step), static_cast<long long>(o.steps), mean, acc / n, think / n,
                 static_cast<double>(sampled) / n, static_cast<double>(flat) / static_cast<double>(o.prompts_per_step),
-                rollout_s, update_s);
+                static_cast<double>(flat_sampled) / static_cast<double>(o.prompts_per_step), rollout_s, update_s);
     std::fflush(stdout);
     if (o.eval_every > 0 && step % o.eval_every == 0 && step != o.steps) run_eval(step);
     if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step != o.steps) save(step);

@@ -84,6 +84,7 @@ def strip(m):
 
 @pytest.mark.parametrize("arch, extra", [
     ("gpt2", []),
+    ("gpt2", ["--resample-zero-spread", 2]),
     ("gpt2", ["--updates-per-batch", 2, "--kl-beta", "0.04", "--loss", "grpo"]),
     ("deepseek_v3", ["--updates-per-batch", 2, "--kl-beta", "0.04", "--loss", "dr_grpo"]),
 ])
@@ -100,6 +101,33 @@ def test_resume_equals_uninterrupted(tandem, request, prompts, tmp_path, arch, e
     assert wa == wb
     # `generate` reads a grpo checkpoint like a `train` one.
     tandem("generate", "--model", whole, "--prompt", "abc", "--max-tokens", 3, "--temperature", 0)
+
+
+def test_resample_zero_spread_fills_the_batch(tandem, fresh_model, prompts, tmp_path):
+    """Groups of 2 at chance (1/9 for 'e'): about 80% of the groups have no reward spread and add
+    nothing to the gradient. Up to 4 extra rounds replace them by fresh groups with spread, so the
+    fraction left in the update batch drops to about 0.8^5 = 0.33; the first round's samples are
+    the very ones of the run without resampling."""
+    def args(out, *extra):
+        # A learning rate so small that the policy stays at chance: the steps are comparable.
+        return ["grpo", "--model", fresh_model, "--prompts", prompts, "--out", out, "--steps", 3, "--group", 2,
+                "--prompts-per-step", 16, "--max-new-tokens", 1, "--lr", "1e-7", "--warmup", 1, "--reward", REWARD_E,
+                "--eval-every", 0, *extra]
+    tandem(*args(tmp_path / "plain"))
+    tandem(*args(tmp_path / "resampled", "--resample-zero-spread", 4))
+    plain, res = steps_of(tmp_path / "plain"), steps_of(tmp_path / "resampled")
+    assert [m["resampled_groups"] for m in plain] == [0, 0, 0]
+    assert [m["frac_reward_zero_std_sampled"] for m in plain] == [m["frac_reward_zero_std"] for m in plain]
+    # Step 1 (the same weights): the first round is the plain run's rollout.
+    assert res[0]["frac_reward_zero_std_sampled"] == plain[0]["frac_reward_zero_std"]
+    before = sum(m["frac_reward_zero_std"] for m in plain) / 3
+    after = sum(m["frac_reward_zero_std"] for m in res) / 3
+    assert before > 0.6 and after < before - 0.25, (before, after)
+    for m in res:
+        assert 1 <= m["resample_rounds"] <= 4 and m["resampled_groups"] >= round(16 * m["frac_reward_zero_std_sampled"])
+        assert m["frac_reward_zero_std"] < m["frac_reward_zero_std_sampled"]
+    # What trains differs: more groups with spread, a larger gradient.
+    assert sum(m["grad_norm"] for m in res) > sum(m["grad_norm"] for m in plain)
 
 
 def one_error(r) -> str:
