@@ -12,7 +12,9 @@
 #include "data/task.h"
 #include "models/batch_decoder.h"
 #include "tokenizer/tokenizer.h"
+#include "dist/communicator.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "train/grpo_loss.h"
 #include "train/grpo_step.h"
 #include "train/rewards.h"
@@ -141,9 +143,7 @@ nlohmann::json evaluate(BatchDecoder& dec, const Tokenizer& tok, const std::vect
   return j;
 }
 
-}  // namespace
-
-void grpo(const GrpoOptions& o) {
+void run_grpo(const GrpoOptions& o) {
   check(o.group >= 2, "--group must be >= 2 (advantages compare completions of one prompt)");
   check(o.prompts_per_step >= 1 && o.steps >= 0 && o.max_new_tokens >= 1 && o.updates_per_batch >= 1,
         "--prompts-per-step, --max-new-tokens and --updates-per-batch must be >= 1, --steps >= 0");
@@ -156,12 +156,24 @@ void grpo(const GrpoOptions& o) {
   lo.kl_beta = o.kl_beta;
   lo.max_new_tokens = o.max_new_tokens;
   const RewardFn reward(o.reward, o.reward_timeout, "--reward");
+  // Data parallelism (under mpirun): rank r samples groups [r*P/N, (r+1)*P/N) of the step's P
+  // prompts, scores them with its own reward program, and the ranks' gradient sums are added as in
+  // `train` (train/data_parallel.h, fast mode); every rank then holds the same weights.
+  const std::unique_ptr<Communicator> comm = make_communicator("auto", o.collective_timeout);
+  const bool lead = comm->rank() == 0;  // the one process that writes metrics and checkpoints
+  check(o.prompts_per_step % comm->size() == 0, "--prompts-per-step ", o.prompts_per_step, " is not a multiple of the ",
+        comm->size(), " ranks (each rank samples an equal share of the prompts)");
+  const int64_t local_groups = o.prompts_per_step / comm->size(), first_group = comm->rank() * local_groups;
 
   // The run directory: a resumed run continues from its newest checkpoint; a fresh one starts
   // from --model (the SFT model, also the KL reference).
-  fs::create_directories(o.out_dir);
-  RunLock lock(o.out_dir, "grpo");
-  remove_stale_checkpoint_files(o.out_dir);
+  std::unique_ptr<RunLock> lock;
+  if (lead) {
+    fs::create_directories(o.out_dir);
+    lock = std::make_unique<RunLock>(o.out_dir, "grpo");
+    remove_stale_checkpoint_files(o.out_dir);
+  }
+  comm->barrier();
   const fs::path ref_dir = resolve_model_dir(o.model);
   fs::path start_dir = ref_dir;
   TrainerState state;
@@ -183,8 +195,6 @@ void grpo(const GrpoOptions& o) {
         " tokens does not fit the model's vocab_size ", model->vocab_size());
   auto backend = make_backend(o.backend);
   ParamStore params = ParamStore::load(*model, *backend, start_dir / "model.safetensors");
-  AdamW opt(params, *backend);
-  if (o.resume) read_optimizer_state(start_dir, params, opt.exp_avg, opt.exp_avg_sq);
   std::unique_ptr<ParamStore> ref_params;
   if (o.kl_beta != 0) ref_params = std::make_unique<ParamStore>(ParamStore::load(*model, *backend, ref_dir / "model.safetensors"));
 
@@ -196,19 +206,27 @@ void grpo(const GrpoOptions& o) {
   size_t max_prompt = 0;
   for (const std::vector<Prompt>* set : {&prompts, static_cast<const std::vector<Prompt>*>(&eval)})
     for (const auto& p : *set) max_prompt = std::max(max_prompt, p.ids.size());
-  // One fixed [S, T] shape for the update programs: prompt + completion, less the last token.
-  const int64_t S = o.group * o.prompts_per_step, T = static_cast<int64_t>(max_prompt) + o.max_new_tokens - 1;
+  // One fixed [SL, T] shape for the update programs (SL: this rank's rows of the S in a step):
+  // prompt + completion, less the last token.
+  const int64_t S = o.group * o.prompts_per_step, SL = o.group * local_groups;
+  const int64_t T = static_cast<int64_t>(max_prompt) + o.max_new_tokens - 1;
   check(T + 1 <= model->context_length(), "the longest prompt (", max_prompt, " tokens) plus --max-new-tokens ",
         o.max_new_tokens, " exceeds the model's context of ", model->context_length());
-  const int slots = static_cast<int>(o.decode_batch > 0 ? o.decode_batch : std::min<int64_t>(S, 256));
+  const int slots = static_cast<int>(o.decode_batch > 0 ? o.decode_batch : std::min<int64_t>(SL, 256));
   BatchDecoder decoder(*model, *backend, params, slots, T + 1);
-  WeightedNllProgram update(*model, *backend, params, S, T);
+  WeightedNllProgram update(*model, *backend, params, SL, T);
+  DataParallel dp(*comm, ParallelOptions{}, params, *backend, S);
+  if (o.resume) {
+    std::vector<Tensor> m = params.zeros_like(*backend), v = params.zeros_like(*backend);
+    read_optimizer_state(start_dir, params, m, v);
+    dp.load_moments(m, v);
+  }
   std::unique_ptr<TokenNllProgram> current, reference;
   // Old log-probabilities are needed once the ratio can differ from 1 (more than one update per
   // batch); current ones also for the KL. With one update and no KL the weights are A / N alone.
   const bool need_logp = o.updates_per_batch > 1 || o.kl_beta != 0;
-  if (need_logp) current = std::make_unique<TokenNllProgram>(*model, *backend, params, S, T);
-  if (ref_params) reference = std::make_unique<TokenNllProgram>(*model, *backend, *ref_params, S, T);
+  if (need_logp) current = std::make_unique<TokenNllProgram>(*model, *backend, params, SL, T);
+  if (ref_params) reference = std::make_unique<TokenNllProgram>(*model, *backend, *ref_params, SL, T);
 
   nlohmann::json run_cfg{{"grpo",
                           {{"model", ref_dir.string()}, {"prompts", o.prompts.string()}, {"group", o.group},
@@ -224,9 +242,12 @@ void grpo(const GrpoOptions& o) {
     check(state.train_config.contains("grpo"), start_dir.string(), ": not a grpo checkpoint (no grpo settings)");
   }
   const fs::path metrics_path = o.out_dir / "metrics.jsonl";
-  if (o.resume) truncate_metrics(metrics_path, state.step);
-  else fs::remove(metrics_path);
-  std::ofstream metrics(metrics_path, std::ios::app);
+  std::ofstream metrics;
+  if (lead) {
+    if (o.resume) truncate_metrics(metrics_path, state.step);
+    else fs::remove(metrics_path);
+    metrics.open(metrics_path, std::ios::app);
+  }
   TrainConfig adam = TrainConfig::from_json({{"model_type", model->type()}}, "grpo");
   adam.weight_decay = o.weight_decay;
   adam.grad_clip = o.grad_clip;
@@ -236,12 +257,15 @@ void grpo(const GrpoOptions& o) {
     st.seed = o.seed;
     st.data_position = static_cast<uint64_t>(step);
     st.train_config = run_cfg;
-    const fs::path dir = write_checkpoint(o.out_dir, *model, params, opt.exp_avg, opt.exp_avg_sq, tok_path, st);
+    std::vector<Tensor> exp_avg, exp_avg_sq;
+    dp.full_moments(exp_avg, exp_avg_sq);  // collective (with ZeRO): every rank calls save
+    if (!lead) return;
+    const fs::path dir = write_checkpoint(o.out_dir, *model, params, exp_avg, exp_avg_sq, tok_path, st);
     set_latest_checkpoint(o.out_dir, dir);
     std::printf("checkpoint %s\n", dir.string().c_str());
   };
   auto run_eval = [&](int64_t step) {
-    if (eval.empty()) return;
+    if (eval.empty() || !lead) return;
     const auto t0 = Clock::now();
     nlohmann::json j = evaluate(decoder, tok, eval, o, stop);
     j["eval_s"] = seconds_since(t0);
@@ -255,7 +279,7 @@ void grpo(const GrpoOptions& o) {
 
   int64_t step = state.step;
   if (step == 0) run_eval(0);
-  std::vector<int32_t> x(static_cast<size_t>(S * T)), y(static_cast<size_t>(S * T));
+  std::vector<int32_t> x(static_cast<size_t>(SL * T)), y(static_cast<size_t>(SL * T));
   std::vector<const Tensor*> grads(params.tensors.size());
   while (step < o.steps) {
     ++step;
@@ -266,10 +290,10 @@ void grpo(const GrpoOptions& o) {
     for (int64_t p = 0; p < o.prompts_per_step; ++p) chosen.push_back(&prompts[prng() % prompts.size()]);
     std::vector<const Prompt*> rows;
     std::vector<uint64_t> seeds;
-    for (int64_t p = 0; p < o.prompts_per_step; ++p)
+    for (int64_t p = first_group; p < first_group + local_groups; ++p)
       for (int64_t g = 0; g < o.group; ++g) {
         rows.push_back(chosen[static_cast<size_t>(p)]);
-        seeds.push_back(mix(o.seed, static_cast<uint64_t>(step), rows.size()));
+        seeds.push_back(mix(o.seed, static_cast<uint64_t>(step), static_cast<uint64_t>(p * o.group + g + 1)));
       }
     Rollout ro = sample(decoder, tok, rows, seeds, o.temperature, o.max_new_tokens, stop);
     double rollout_s = seconds_since(t_step), reward_s = 0;
@@ -298,10 +322,11 @@ void grpo(const GrpoOptions& o) {
       std::vector<const Prompt*> rrows;
       std::vector<uint64_t> rseeds;
       for (int64_t g : flat) {
-        const Prompt* pr = &prompts[mix(base, static_cast<uint64_t>(g)) % prompts.size()];
+        const auto global = static_cast<uint64_t>(first_group + g);
+        const Prompt* pr = &prompts[mix(base, global) % prompts.size()];
         for (int64_t k = 0; k < o.group; ++k) {
           rrows.push_back(pr);
-          rseeds.push_back(mix(base, static_cast<uint64_t>(g), static_cast<uint64_t>(k + 1)));
+          rseeds.push_back(mix(base, global, static_cast<uint64_t>(k + 1)));
         }
       }
       const auto t0 = Clock::now();
@@ -323,17 +348,16 @@ void grpo(const GrpoOptions& o) {
       }
     }
     GrpoBatch b;
-    b.S = S;
+    b.S = SL;
     b.T = T;
     b.advantages = grpo_advantages(rewards, o.group, lo.type);
-    b.mask.assign(static_cast<size_t>(S * T), 0);
+    b.mask.assign(static_cast<size_t>(SL * T), 0);
     std::fill(x.begin(), x.end(), 0);
     std::fill(y.begin(), y.end(), -1);
-    int64_t tokens = 0, sampled = 0;
-    for (int64_t s = 0; s < S; ++s) {
+    int64_t tokens = 0;
+    for (int64_t s = 0; s < SL; ++s) {
       const auto& p = rows[static_cast<size_t>(s)]->ids;
       const auto& c = ro.seqs[static_cast<size_t>(s)].tokens;
-      sampled += static_cast<int64_t>(c.size());
       const auto Lp = static_cast<int64_t>(p.size());
       for (int64_t t = 0; t < Lp; ++t) x[static_cast<size_t>(s * T + t)] = p[static_cast<size_t>(t)];
       for (size_t k = 0; k < c.size(); ++k) {
@@ -346,7 +370,10 @@ void grpo(const GrpoOptions& o) {
     }
     // 4. updates
     const auto t_update = Clock::now();
-    b.logp.assign(static_cast<size_t>(S * T), 0.0);
+    b.logp.assign(static_cast<size_t>(SL * T), 0.0);
+    // The objective's normalisers count the whole step's tokens and sequences, so the ranks'
+    // gradient sums add up to the single-process gradient.
+    const auto tokens_all = static_cast<int64_t>(comm->all_reduce_sum(static_cast<double>(tokens)));
     b.old_logp = b.logp;
     if (reference) {
       const std::vector<float> nll = reference->run(x, y);
@@ -354,7 +381,7 @@ void grpo(const GrpoOptions& o) {
       for (size_t i = 0; i < nll.size(); ++i) b.ref_logp[i] = -static_cast<double>(nll[i]);
     }
     GrpoLossResult res;
-    double norm = 0;
+    double norm = 0, loss = 0;
     bool skipped = false;
     for (int64_t k = 0; k < o.updates_per_batch; ++k) {
       if (current) {
@@ -362,68 +389,102 @@ void grpo(const GrpoOptions& o) {
         for (size_t i = 0; i < nll.size(); ++i) b.logp[i] = -static_cast<double>(nll[i]);
         if (k == 0) b.old_logp = b.logp;
       }
-      res = grpo_token_weights(b, lo, tokens, S);
+      res = grpo_token_weights(b, lo, tokens_all, S);
       update.run(x, y, res.weights);
       for (size_t i = 0; i < grads.size(); ++i) grads[i] = &update.grad(i);
-      norm = global_norm(*backend, grads);
-      if (!std::isfinite(norm) || !std::isfinite(res.loss)) {
-        metrics << nlohmann::json{{"event", "skip"}, {"step", step}, {"detail", "non-finite loss or gradient norm"}}.dump()
+      norm = dp.reduce(grads, 1.0);  // the same bits on every rank: they decide alike
+      loss = comm->all_reduce_sum(res.loss);
+      if (!std::isfinite(norm) || !std::isfinite(loss)) {
+        if (lead)
+          metrics << nlohmann::json{{"event", "skip"}, {"step", step}, {"detail", "non-finite loss or gradient norm"}}.dump()
                 << "\n";
         skipped = true;
         break;
       }
       const double lr = o.learning_rate * std::min(1.0, static_cast<double>(step) / static_cast<double>(std::max<int64_t>(o.warmup_steps, 1)));
       const double scale = o.grad_clip > 0 ? std::min(1.0, o.grad_clip / (norm + 1e-6)) : 1.0;
-      opt.step(params, grads, adam, lr, (step - 1) * o.updates_per_batch + k + 1, static_cast<float>(scale));
+      dp.step(params, grads, adam, lr, (step - 1) * o.updates_per_batch + k + 1, static_cast<float>(scale));
     }
     const double update_s = seconds_since(t_update);
-    // 5. metrics
-    double mean = 0, var = 0, acc = 0, think = 0, trunc = 0, entropy = 0, len_max = 0;
-    for (size_t i = 0; i < rewards.size(); ++i) {
-      mean += rewards[i];
-      acc += correct(ro.texts[i], rows[i]->answer);
-      think += uses_scratchpad(ro.texts[i]);
-      trunc += ro.seqs[i].truncated;
-      entropy += ro.seqs[i].entropy;
-      len_max = std::max(len_max, static_cast<double>(ro.seqs[i].tokens.size()));
+    // 5. metrics, over every rank's rows (gathered in rank order: the global row order)
+    constexpr size_t kRow = 6;  // per row: reward, correct, scratchpad, truncated, entropy, length
+    std::vector<double> mine;
+    for (size_t i = 0; i < rewards.size(); ++i)
+      mine.insert(mine.end(), {rewards[i], static_cast<double>(correct(ro.texts[i], rows[i]->answer)),
+                               static_cast<double>(uses_scratchpad(ro.texts[i])), static_cast<double>(ro.seqs[i].truncated),
+                               ro.seqs[i].entropy, static_cast<double>(ro.seqs[i].tokens.size())});
+    const auto rt = static_cast<double>(res.tokens);
+    mine.insert(mine.end(), {static_cast<double>(flat_sampled), static_cast<double>(resampled), static_cast<double>(rounds),
+                             static_cast<double>(sampled_all), res.kl * rt, res.clip_frac * rt, res.clip_low_frac * rt,
+                             res.clip_high_frac * rt});
+    std::vector<double> all(mine.size() * static_cast<size_t>(comm->size()));
+    comm->all_gather(mine.data(), all.data(), mine.size() * sizeof(double));
+    if (lead) {
+      std::vector<double> all_rewards;
+      double mean = 0, var = 0, acc = 0, think = 0, trunc = 0, entropy = 0, len_max = 0, sampled_d = 0;
+      int64_t flat_sampled_all = 0, resampled_all = 0, rounds_all = 0, sampled_every = 0;
+      double kl = 0, clip = 0, clip_low = 0, clip_high = 0;
+      for (int r = 0; r < comm->size(); ++r) {
+        const double* at = all.data() + static_cast<size_t>(r) * mine.size();
+        for (int64_t i = 0; i < SL; ++i, at += kRow) {
+          all_rewards.push_back(at[0]);
+          acc += at[1];
+          think += at[2];
+          trunc += at[3];
+          entropy += at[4];
+          sampled_d += at[5];
+          len_max = std::max(len_max, at[5]);
+        }
+        flat_sampled_all += static_cast<int64_t>(at[0]);
+        resampled_all += static_cast<int64_t>(at[1]);
+        rounds_all = std::max(rounds_all, static_cast<int64_t>(at[2]));
+        sampled_every += static_cast<int64_t>(at[3]);
+        kl += at[4];
+        clip += at[5];
+        clip_low += at[6];
+        clip_high += at[7];
+      }
+      const auto n = static_cast<double>(S);
+      for (double r : all_rewards) mean += r;
+      mean /= n;
+      for (double r : all_rewards) var += (r - mean) * (r - mean);
+      const auto flat = static_cast<int64_t>(zero_spread_groups(all_rewards, o.group).size());
+      const double tok = tokens_all > 0 ? static_cast<double>(tokens_all) : 1.0;
+      const double step_s = seconds_since(t_step);
+      nlohmann::json m{{"step", step},
+                       {"lr", o.learning_rate * std::min(1.0, static_cast<double>(step) / static_cast<double>(std::max<int64_t>(o.warmup_steps, 1)))},
+                       {"loss", loss},
+                       {"reward_mean", mean},
+                       {"reward_std", std::sqrt(var / n)},
+                       {"accuracy", acc / n},
+                       {"frac_reward_zero_std", static_cast<double>(flat) / static_cast<double>(o.prompts_per_step)},
+                       {"frac_reward_zero_std_sampled", static_cast<double>(flat_sampled_all) / static_cast<double>(o.prompts_per_step)},
+                       {"resampled_groups", resampled_all},
+                       {"resample_rounds", rounds_all},
+                       {"completion_len_mean", sampled_d / n},
+                       {"completion_len_max", len_max},
+                       {"truncated_frac", trunc / n},
+                       {"scratchpad_frac", think / n},
+                       {"entropy", sampled_d > 0 ? entropy / sampled_d : 0.0},
+                       {"kl", o.kl_beta != 0 ? nlohmann::json(kl / tok) : nlohmann::json(nullptr)},
+                       {"clip_frac", clip / tok},
+                       {"clip_low_frac", clip_low / tok},
+                       {"clip_high_frac", clip_high / tok},
+                       {"grad_norm", norm},
+                       {"skipped", skipped},
+                       {"rollout_s", rollout_s},
+                       {"reward_s", reward_s},
+                       {"update_s", update_s},
+                       {"step_s", step_s},
+                       {"sampled_tokens_per_s", static_cast<double>(sampled_every) / rollout_s}};
+      if (comm->size() > 1) m["ranks"] = comm->size();
+      metrics << m.dump() << "\n" << std::flush;
+      std::printf("step %lld/%lld  reward %.3f  acc %.3f  scratchpad %.2f  len %.1f  zero-std %.2f (sampled %.2f)  | rollout %.2fs update %.2fs\n",
+                  static_cast<long long>(step), static_cast<long long>(o.steps), mean, acc / n, think / n,
+                  sampled_d / n, static_cast<double>(flat) / static_cast<double>(o.prompts_per_step),
+                  static_cast<double>(flat_sampled_all) / static_cast<double>(o.prompts_per_step), rollout_s, update_s);
+      std::fflush(stdout);
     }
-    const auto n = static_cast<double>(rewards.size());
-    mean /= n;
-    for (double r : rewards) var += (r - mean) * (r - mean);
-    const auto flat = static_cast<int64_t>(zero_spread_groups(rewards, o.group).size());
-    const double step_s = seconds_since(t_step);
-    nlohmann::json m{{"step", step},
-                     {"lr", o.learning_rate * std::min(1.0, static_cast<double>(step) / static_cast<double>(std::max<int64_t>(o.warmup_steps, 1)))},
-                     {"loss", res.loss},
-                     {"reward_mean", mean},
-                     {"reward_std", std::sqrt(var / n)},
-                     {"accuracy", acc / n},
-                     {"frac_reward_zero_std", static_cast<double>(flat) / static_cast<double>(o.prompts_per_step)},
-                     {"frac_reward_zero_std_sampled", static_cast<double>(flat_sampled) / static_cast<double>(o.prompts_per_step)},
-                     {"resampled_groups", resampled},
-                     {"resample_rounds", rounds},
-                     {"completion_len_mean", static_cast<double>(sampled) / n},
-                     {"completion_len_max", len_max},
-                     {"truncated_frac", trunc / n},
-                     {"scratchpad_frac", think / n},
-                     {"entropy", sampled ? entropy / static_cast<double>(sampled) : 0.0},
-                     {"kl", o.kl_beta != 0 ? nlohmann::json(res.kl) : nlohmann::json(nullptr)},
-                     {"clip_frac", res.clip_frac},
-                     {"clip_low_frac", res.clip_low_frac},
-                     {"clip_high_frac", res.clip_high_frac},
-                     {"grad_norm", norm},
-                     {"skipped", skipped},
-                     {"rollout_s", rollout_s},
-                     {"reward_s", reward_s},
-                     {"update_s", update_s},
-                     {"step_s", step_s},
-                     {"sampled_tokens_per_s", static_cast<double>(sampled_all) / rollout_s}};
-    metrics << m.dump() << "\n" << std::flush;
-    std::printf("step %lld/%lld  reward %.3f  acc %.3f  scratchpad %.2f  len %.1f  zero-std %.2f (sampled %.2f)  | rollout %.2fs update %.2fs\n",
-                static_cast<long long>(step), static_cast<long long>(o.steps), mean, acc / n, think / n,
-                static_cast<double>(sampled) / n, static_cast<double>(flat) / static_cast<double>(o.prompts_per_step),
-                static_cast<double>(flat_sampled) / static_cast<double>(o.prompts_per_step), rollout_s, update_s);
-    std::fflush(stdout);
     if (o.eval_every > 0 && step % o.eval_every == 0 && step != o.steps) run_eval(step);
     if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0 && step != o.steps) save(step);
   }
@@ -431,6 +492,12 @@ void grpo(const GrpoOptions& o) {
     if (o.eval_every > 0) run_eval(step);
     save(step);
   }
+}
+
+}  // namespace
+
+void grpo(const GrpoOptions& o) {
+  run_as_rank([&] { run_grpo(o); });
 }
 
 }  // namespace tandem

@@ -12,6 +12,8 @@
 //      weights of the objective (train/grpo_loss.h), forward/backward of the weighted NLL, AdamW;
 //   5. a metrics.jsonl line; every eval_every steps an evaluation on the held-out prompts; every
 //      checkpoint_every steps a checkpoint in `train`'s format (generate, eval, serve read it).
+// Under mpirun each rank samples and scores its share of the step's prompts (prompts_per_step a
+// multiple of the world size) and the gradients are reduced as in `train` (train/data_parallel.h).
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -31,6 +33,7 @@ struct GrpoOptions {
   int64_t checkpoint_every = 50;
   int64_t resample_zero_spread = 0;  // extra sampling rounds for groups without reward spread
   int64_t decode_batch = 0;  // KV-cache slots for rollouts (0: group * prompts_per_step, at most 256)
+  double collective_timeout = 300;  // seconds any collective may take under mpirun
   uint64_t seed = 1;
   bool resume = false;
 };

@@ -16,9 +16,6 @@
 
 #include "core/error.h"
 #include "dist/communicator.h"
-#ifdef TANDEM_HAVE_MPI
-#include "dist/mpi_communicator.h"
-#endif
 #ifdef TANDEM_HAVE_NCCL
 #include "dist/nccl_communicator.h"
 #endif
@@ -776,19 +773,7 @@ void Trainer::run() {
 }  // namespace
 
 void train(const TrainOptions& opts) {
-  const WorldInfo world = discover_world();
-  if (world.size == 1) return Trainer(opts).run();
-  // One rank's error must end the job: the others would otherwise wait in a collective.
-  try {
-    Trainer(opts).run();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: rank %d of %d: %s\n", world.rank, world.size, e.what());
-    std::fflush(stderr);
-#ifdef TANDEM_HAVE_MPI
-    mpi_abort_job(1);
-#endif
-    throw;
-  }
+  run_as_rank([&] { Trainer(opts).run(); });
 }
 
 }  // namespace tandem

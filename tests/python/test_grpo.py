@@ -1,12 +1,18 @@
 """`tandem task make` and `tandem grpo`: a one-token bandit learns its rewarded token, a resumed run
-equals an uninterrupted one, and a reward program that fails, hangs or prints garbage stops the run
+equals an uninterrupted one, resampling zero-spread groups fills the update batch, 2 ranks under
+mpirun equal one process, and a reward program that fails, hangs or prints garbage stops the run
 with one clear error line while the checkpoints already written stay intact. The loss itself is
 test_grpo_loss.py."""
 import json
 import random
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from safetensors.numpy import load_file
+
+from conftest import tandem_path
 
 ALPHABET = "abcdefgh"
 PROMPTS = ["abc", "hgf", "dd", "eab"]
@@ -128,6 +134,53 @@ def test_resample_zero_spread_fills_the_batch(tandem, fresh_model, prompts, tmp_
         assert m["frac_reward_zero_std"] < m["frac_reward_zero_std_sampled"]
     # What trains differs: more groups with spread, a larger gradient.
     assert sum(m["grad_norm"] for m in res) > sum(m["grad_norm"] for m in plain)
+
+
+MPIRUN = shutil.which("mpirun")
+
+
+def mpirun(np_: int, *args, timeout=300):
+    # One OpenMP thread per rank: 2 ranks on 2 cores (as tests/python/test_distributed.py).
+    argv = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(np_), "-x", "OMP_NUM_THREADS=1",
+            "--bind-to", "none", str(tandem_path()), *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(MPIRUN is None, reason="OpenMPI's mpirun is not installed (scripts/setup.sh installs it)")
+def test_mpirun_two_ranks_equal_one_process(tandem, fresh_model, prompts, tmp_path):
+    """`mpirun -np 2 tandem grpo`: each rank samples 2 of the step's 4 prompts (8 completions each)
+    and the gradient sums are all-reduced; one process with the same global batch samples the same
+    completions (seeds derive from the global row) and gets the same rewards at every step, with
+    the gradient norms and weights equal up to float rounding (the order in which the rows'
+    contributions are added), and the 2-rank run learns the bandit."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    tandem(*bandit_args(fresh_model, prompts, one, 20, "--resample-zero-spread", 1, "--checkpoint-every", 10))
+    r = mpirun(2, *bandit_args(fresh_model, prompts, two, 20, "--resample-zero-spread", 1, "--checkpoint-every", 10))
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = steps_of(one), steps_of(two)
+    assert len(a) == len(b) == 20 and all(m["ranks"] == 2 for m in b)
+    exact = ("reward_mean", "reward_std", "accuracy", "frac_reward_zero_std", "frac_reward_zero_std_sampled",
+             "resampled_groups", "completion_len_mean", "clip_frac")
+    for x, y in zip(a, b):
+        assert {k: x[k] for k in exact} == {k: y[k] for k in exact}, (x["step"], x, y)
+        assert abs(x["grad_norm"] - y["grad_norm"]) <= 1e-5 * x["grad_norm"] + 1e-7, (x["step"], x["grad_norm"], y["grad_norm"])
+        assert abs(x["loss"] - y["loss"]) <= 1e-6, (x["step"], x["loss"], y["loss"])
+        assert abs(x["entropy"] - y["entropy"]) <= 1e-6 * x["entropy"], (x["step"], x["entropy"], y["entropy"])
+    assert max(m["reward_mean"] for m in b[-5:]) > 0.9, [round(m["reward_mean"], 3) for m in b]
+    wa = load_file(one / "checkpoints" / "step_20" / "model.safetensors")
+    wb = load_file(two / "checkpoints" / "step_20" / "model.safetensors")
+    # The attention's key bias is left out: softmax ignores it, so its gradient is rounding noise
+    # that AdamW scales up to steps of the learning rate (in either run, differently).
+    n_embd = wa["transformer.wte.weight"].shape[1]
+    for t in (wa, wb):
+        t["transformer.h.0.attn.c_attn.bias"] = t["transformer.h.0.attn.c_attn.bias"][[*range(n_embd), *range(2 * n_embd, 3 * n_embd)]]
+    worst = max(float(abs(wa[k].astype("float64") - wb[k]).max()) for k in wa)
+    print(f"grpo, 2 ranks vs 1 process after 20 steps: max |dweight| = {worst:.3g} (weights moved ~0.1)")
+    assert worst <= 1e-6
+    # A world size that does not divide the prompts is refused before anything runs.
+    r = mpirun(2, "grpo", "--model", fresh_model, "--prompts", prompts, "--out", tmp_path / "odd", "--steps", 1,
+               "--prompts-per-step", 3, "--max-new-tokens", 1, "--eval-every", 0)
+    assert r.returncode != 0 and "--prompts-per-step 3 is not a multiple of the 2 ranks" in r.stderr, r.stderr[-2000:]
 
 
 def one_error(r) -> str:
