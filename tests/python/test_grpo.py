@@ -152,11 +152,14 @@ def test_mpirun_two_ranks_equal_one_process(tandem, fresh_model, prompts, tmp_pa
     and the gradient sums are all-reduced; one process with the same global batch samples the same
     completions (seeds derive from the global row) and gets the same rewards at every step, with
     the gradient norms and weights equal up to float rounding (the order in which the rows'
-    contributions are added), and the 2-rank run learns the bandit."""
+    contributions are added), and the 2-rank run (stopped and resumed half-way) learns the bandit."""
     one, two = tmp_path / "one", tmp_path / "two"
     tandem(*bandit_args(fresh_model, prompts, one, 20, "--resample-zero-spread", 1, "--checkpoint-every", 10))
-    r = mpirun(2, *bandit_args(fresh_model, prompts, two, 20, "--resample-zero-spread", 1, "--checkpoint-every", 10))
-    assert r.returncode == 0, r.stderr[-3000:]
+    # The 2-rank run stops at step 10 and resumes (every rank reads the checkpoint rank 0 wrote).
+    for steps, extra in ((10, []), (20, ["--resume"])):
+        r = mpirun(2, *bandit_args(fresh_model, prompts, two, steps, "--resample-zero-spread", 1, "--checkpoint-every",
+                                   10, *extra))
+        assert r.returncode == 0, r.stderr[-3000:]
     a, b = steps_of(one), steps_of(two)
     assert len(a) == len(b) == 20 and all(m["ranks"] == 2 for m in b)
     exact = ("reward_mean", "reward_std", "accuracy", "frac_reward_zero_std", "frac_reward_zero_std_sampled",
