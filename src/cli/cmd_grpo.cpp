@@ -13,7 +13,8 @@ void register_grpo(CLI::App& app) {
   cmd->add_option("--eval", o->eval, "Held-out prompts: greedy accuracy, pass@1 and pass@K every --eval-every steps");
   cmd->add_option("--out", o->out_dir, "Run directory (metrics.jsonl, checkpoints/)")->required();
   cmd->add_option("--group", o->group, "Completions sampled per prompt (G)")->capture_default_str();
-  cmd->add_option("--prompts-per-step", o->prompts_per_step, "Prompts per step")->capture_default_str();
+  cmd->add_option("--prompts-per-step", o->prompts_per_step,
+                  "Prompts per step (under mpirun: a multiple of the ranks, each sampling its share)")->capture_default_str();
   cmd->add_option("--steps", o->steps, "Total steps (0: evaluate the model only)")->capture_default_str();
   cmd->add_option("--temperature", o->temperature, "Rollout sampling temperature")->capture_default_str();
   cmd->add_option("--max-new-tokens", o->max_new_tokens, "Longest completion; longer ones are truncated")->capture_default_str();
@@ -32,6 +33,10 @@ void register_grpo(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--reward-timeout", o->reward_timeout, "Seconds an exec: reward program may take per step")
       ->capture_default_str();
+  cmd->add_option("--resample-zero-spread", o->resample_zero_spread,
+                  "Extra sampling rounds (at most) that replace each group whose rewards are all equal by a fresh "
+                  "prompt's group with spread (DAPO dynamic sampling; 0: off)")
+      ->capture_default_str();
   cmd->add_option("--updates-per-batch", o->updates_per_batch,
                   "Optimizer steps per rollout batch (> 1: the old policy's log-probs are kept)")
       ->capture_default_str();
@@ -46,6 +51,9 @@ void register_grpo(CLI::App& app) {
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "Steps between checkpoints (and at the end)")
       ->capture_default_str();
   cmd->add_option("--decode-batch", o->decode_batch, "KV-cache slots for rollouts (0: all rows, at most 256)")
+      ->capture_default_str();
+  cmd->add_option("--collective-timeout", o->collective_timeout,
+                  "Under mpirun: seconds any collective may wait before the job stops with an error")
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of prompt choice and sampling")->capture_default_str();
   cmd->add_flag("--resume", o->resume, "Continue from the run's newest checkpoint (equals an uninterrupted run)");

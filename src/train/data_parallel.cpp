@@ -2,12 +2,31 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "core/error.h"
+#ifdef TANDEM_HAVE_MPI
+#include "dist/mpi_communicator.h"
+#endif
 #include "train/step.h"
 
 namespace tandem {
+
+void run_as_rank(const std::function<void()>& body) {
+  const WorldInfo world = discover_world();
+  if (world.size == 1) return body();
+  try {
+    body();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: rank %d of %d: %s\n", world.rank, world.size, e.what());
+    std::fflush(stderr);
+#ifdef TANDEM_HAVE_MPI
+    mpi_abort_job(1);
+#endif
+    throw;
+  }
+}
 
 ReduceMode parse_reduce_mode(const std::string& s) {
   if (s == "fast") return ReduceMode::fast;

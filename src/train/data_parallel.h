@@ -22,6 +22,7 @@
 // updates its slice and all-gathers. Checkpoints always hold full moments: they are gathered for
 // writing and sliced again on loading, so a checkpoint does not depend on N.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,6 +40,11 @@ struct ParallelOptions {
   int64_t dp_shards = 0;  // deterministic mode's P (0: the world size)
   int zero = 0;           // 0 or 1
 };
+
+// Runs one process's part of a data-parallel job (`train`, `grpo`): under a launcher with several
+// ranks, an error on one rank is printed with its rank and ends the whole job, since the others
+// would otherwise wait in a collective until the timeout.
+void run_as_rank(const std::function<void()>& body);
 
 ReduceMode parse_reduce_mode(const std::string& s);
 const char* reduce_mode_name(ReduceMode m);

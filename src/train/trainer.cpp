@@ -16,9 +16,6 @@
 
 #include "core/error.h"
 #include "dist/communicator.h"
-#ifdef TANDEM_HAVE_MPI
-#include "dist/mpi_communicator.h"
-#endif
 #ifdef TANDEM_HAVE_NCCL
 #include "dist/nccl_communicator.h"
 #endif
@@ -152,12 +149,29 @@ class Trainer {
   void run();
 
  private:
+  struct StepUpdate {
+    double loss = 0, norm = 0, lr = 0, inv_count = 1;
+    std::optional<GuardVerdict> verdict;  // set: the update was not applied
+  };
+  // Setup phases, in order.
   void open_run();
+  void load_config();
+  void build_model();
+  void build_parallel();
+  void build_programs();
+  void open_outputs();
+  // A step's phases, in order (forward_backward with its helpers, then verify ...).
   void skip_data_windows();
   ParamStore load_params(const fs::path& file) const;
   void forward_backward();
   void dump_step(double loss, double norm, double inv_count);  // --dump-first-step
   void inject_faults(int64_t step);
+  bool verify(int64_t step, uint64_t position_before);
+  StepUpdate update(int64_t step, uint64_t position_before);
+  void record(int64_t step, const StepUpdate& u, Clock::time_point t0, uint64_t bytes_before);
+  bool rollback_if_due(int64_t step);
+  bool checkpoint_or_stop(int64_t step);
+  void report_done();
   std::optional<std::string> recompute_differs(uint64_t position_before);
   ExpertLoads all_ranks_loads() const;
   std::vector<std::pair<std::string, double>> all_ranks_extra_losses() const;
@@ -174,6 +188,7 @@ class Trainer {
   std::vector<std::string> skipped_on_resume_;
   TrainConfig cfg_;
   fs::path tok_path_;
+  int tokenizer_vocab_ = 0;
   TokenShard train_shard_, val_shard_;
   TrainerState state_;
   std::unique_ptr<Model> model_;     // what this process computes (its experts only, with expert parallelism)
@@ -205,6 +220,10 @@ class Trainer {
   bool dumped_ = false;
   std::set<int64_t> pending_nan_, pending_bitflip_;
 
+  int64_t total_ = 0;  // the step the run stops after
+  Clock::time_point run_start_;
+  int64_t steps_run_ = 0;
+  double last_loss_ = NAN;
   int64_t last_verified_step_ = 0;  // the last step whose recomputation matched (or the start)
   int64_t rollback_at_step_ = 0, rollbacks_without_progress_ = 0;
 };
@@ -495,18 +514,44 @@ bool Trainer::save_checkpoint(bool must_succeed) {
   return true;
 }
 
+// One page: setup, then per step forward-backward (and verification), update (reduce, guard,
+// optimizer), metrics, rollback, checkpoint; each phase is a member below.
 void Trainer::run() {
   // Installed first: a SIGTERM during setup also means "stop after the next step, checkpointed".
   StopSignals signals;
   comm_ = make_communicator(opts_.comm, opts_.collective_timeout);
   lead_ = comm_->rank() == 0;
   open_run();
+  load_config();
+  build_model();
+  build_parallel();
+  build_programs();
+  open_outputs();
+  run_start_ = Clock::now();
+  last_verified_step_ = state_.step;
+  while (state_.step < total_) {
+    const int64_t step = state_.step + 1;
+    const auto t0 = Clock::now();
+    skip_data_windows();
+    const uint64_t position_before = loader_->position(), bytes_before = comm_->bytes_sent();
+    forward_backward();
+    inject_faults(step);
+    if (!verify(step, position_before)) continue;  // rolled back
+    const StepUpdate u = update(step, position_before);
+    record(step, u, t0, bytes_before);
+    if (u.verdict && rollback_if_due(step)) continue;
+    if (checkpoint_or_stop(step)) return;
+  }
+  report_done();
+}
 
+// The run's configuration (and, resuming, the state it continues from).
+void Trainer::load_config() {
   cfg_ = TrainConfig::load(opts_.config, opts_.sets);
   tok_path_ = opts_.data_dir / "tokenizer.json";
   check(fs::exists(tok_path_), tok_path_.string(), ": missing (run `tandem prepare` first)");
-  const int tokenizer_vocab = Tokenizer::load(tok_path_).vocab_size();
-  if (!cfg_.model.contains("vocab_size")) cfg_.model["vocab_size"] = tokenizer_vocab;
+  tokenizer_vocab_ = Tokenizer::load(tok_path_).vocab_size();
+  if (!cfg_.model.contains("vocab_size")) cfg_.model["vocab_size"] = tokenizer_vocab_;
   train_shard_ = read_shard(opts_.data_dir / "train.bin");
   val_shard_ = read_shard(opts_.data_dir / "val.bin");
 
@@ -520,14 +565,17 @@ void Trainer::run() {
             opts_.out_dir.string(), " was trained with ", before.value(k, nlohmann::json()).dump());
   }
   state_.train_config = cfg_.to_json();
+}
 
+// The model (this rank's share of the experts with expert parallelism), backend and weights.
+void Trainer::build_model() {
   model_ = model_from_hf_config(cfg_.model, "config");
   model_->set_mtp_loss_weight(cfg_.mtp_loss_weight);
   model_->set_compute_dtype(compute_dtype(cfg_));
   check(cfg_.block_size <= model_->context_length(), "config: block_size ", cfg_.block_size,
         " exceeds the model's context ", model_->context_length());
-  check_vocab(train_shard_, model_->vocab_size(), tokenizer_vocab);
-  check_vocab(val_shard_, model_->vocab_size(), tokenizer_vocab);
+  check_vocab(train_shard_, model_->vocab_size(), tokenizer_vocab_);
+  check_vocab(val_shard_, model_->vocab_size(), tokenizer_vocab_);
   check(opts_.expert_parallel == 1 || opts_.expert_parallel == comm_->size(), "--expert-parallel ",
         opts_.expert_parallel, " must equal the number of ranks (", comm_->size(), ")");
   if (opts_.expert_parallel > 1) {
@@ -538,8 +586,8 @@ void Trainer::run() {
     model_->set_compute_dtype(compute_dtype(cfg_));
     model_->set_expert_parallel(opts_.expert_parallel, comm_->rank());
   }
-  const int64_t total = opts_.steps.value_or(cfg_.max_steps);
-  check(total > 0, "--steps must be positive");
+  total_ = opts_.steps.value_or(cfg_.max_steps);
+  check(total_ > 0, "--steps must be positive");
 
   backend_ = make_backend(opts_.backend);
   // GPU ranks add up gradients with NCCL on the device the backend chose (MPI still carries the
@@ -558,6 +606,10 @@ void Trainer::run() {
     params_.specs = model_->param_specs();
     params_.tensors = own_share(ParamStore::init(io_model(), *backend_, state_.seed).tensors);
   }
+}
+
+// Data parallelism (train/data_parallel.h), AdamW moments, the training guard.
+void Trainer::build_parallel() {
   ParallelOptions popts;
   popts.reduce = parse_reduce_mode(opts_.reduce);
   popts.zero = opts_.zero;
@@ -581,13 +633,16 @@ void Trainer::run() {
   }
   guard_ = std::make_unique<TrainingGuard>(cfg_);
   guard_->load(state_.guard, resume_from_ ? (*resume_from_ / "trainer_state.json").string() : "initial state");
+}
 
+// The training and validation programs, the gradient-reduction overlap, the data loader.
+void Trainer::build_programs() {
   const int64_t B = cfg_.batch_size, T = cfg_.block_size;
   const int64_t R = dp_->rows_per_piece();  // rows this process computes at once
   prog_ = std::make_unique<TrainingProgram>(*model_, *backend_, params_, R, T);
   // Overlap the gradient reduction with the backward pass where a step is one program run per rank
   // (and no hook re-runs or rewrites the gradients before they are reduced).
-  if (opts_.overlap && comm_->size() > 1 && popts.reduce == ReduceMode::fast && !opts_.zero && dp_->local_pieces() == 1 &&
+  if (opts_.overlap && comm_->size() > 1 && dp_->options().reduce == ReduceMode::fast && !opts_.zero && dp_->local_pieces() == 1 &&
       cfg_.grad_accum == 1 && opts_.verify_every == 0 && opts_.inject_nan_at.empty() && opts_.inject_bitflip_at.empty() &&
       !comm_->works_on_device()) {
     std::vector<const Tensor*> g;
@@ -603,6 +658,15 @@ void Trainer::run() {
   loader_ = std::make_unique<BatchLoader>(train_shard_, static_cast<int>(B), static_cast<int>(T), state_.seed);
   loader_->seek(state_.data_position);
 
+  x_.resize(static_cast<size_t>(R * T));
+  y_.resize(x_.size());
+  if (cfg_.grad_accum > 1) accum_ = params_.zeros_like(*backend_);
+  grads_.resize(params_.tensors.size());
+}
+
+// The run directory (the lead: lock, metrics, event log), fault injections, the banner.
+void Trainer::open_outputs() {
+  const int64_t B = cfg_.batch_size, T = cfg_.block_size, R = dp_->rows_per_piece();
   // Every rank has validated everything: from here on the lead changes the run directory.
   comm_->barrier();
   tty_ = ::isatty(2) && lead_;
@@ -639,11 +703,11 @@ void Trainer::run() {
     std::fprintf(stderr, "rank %d/%d (%s): %lld of %lld rows per micro-batch in %lld piece(s), reduce %s, ZeRO-%d, "
                  "AdamW state %s on this rank\n",
                  comm_->rank(), comm_->size(), comm_->name().c_str(), static_cast<long long>(R * dp_->local_pieces()),
-                 static_cast<long long>(B), static_cast<long long>(dp_->local_pieces()), reduce_mode_name(popts.reduce),
+                 static_cast<long long>(B), static_cast<long long>(dp_->local_pieces()), reduce_mode_name(dp_->options().reduce),
                  opts_.zero, size_str(mine).c_str());
     if (lead_)
       metrics_ << nlohmann::json{{"event", "parallel"}, {"step", state_.step}, {"world_size", comm_->size()},
-                                 {"communicator", comm_->name()}, {"reduce", reduce_mode_name(popts.reduce)},
+                                 {"communicator", comm_->name()}, {"reduce", reduce_mode_name(dp_->options().reduce)},
                                  {"dp_shards", dp_->pieces()}, {"zero", opts_.zero}, {"optimizer_state_bytes", state}}
                       .dump()
                << "\n" << std::flush;
@@ -651,122 +715,132 @@ void Trainer::run() {
   events_->note(resume_from_ ? "resumed from " + resume_from_->filename().string()
                              : std::string(opts_.resume ? "resume: no checkpoint yet, starting at step 0" : "started"),
                 false);
+}
 
-  x_.resize(static_cast<size_t>(R * T));
-  y_.resize(x_.size());
-  if (cfg_.grad_accum > 1) accum_ = params_.zeros_like(*backend_);
-  grads_.resize(params_.tensors.size());
-  const auto run_start = Clock::now();
-  last_verified_step_ = state_.step;
-  int64_t steps_run = 0;
-  double last_loss = NAN;
-
-  while (state_.step < total) {
-    const int64_t step = state_.step + 1;
-    const auto t0 = Clock::now();
-    skip_data_windows();
-    const uint64_t position_before = loader_->position();
-    const uint64_t bytes_before = comm_->bytes_sent();
-    forward_backward();
-    inject_faults(step);
-    if (opts_.verify_every > 0 && step % opts_.verify_every == 0) {
-      std::optional<std::string> diff = recompute_differs(position_before);
-      // Every rank decides alike: a mismatch on any rank rolls all of them back.
-      const double worst = comm_->all_reduce_max(diff ? comm_->rank() + 1.0 : 0.0);
-      if (worst > 0) {
-        if (!diff) diff = "on rank " + std::to_string(static_cast<int>(worst) - 1);
-        events_->event("verify_mismatch", step, "recomputing the step gave different results: " + *diff,
-                       {{"last_verified_step", last_verified_step_}});
-        rollback(step, last_verified_step_, "gradient verification failed", std::nullopt);
-        continue;
-      }
-      last_verified_step_ = step;
+// --verify-every: recomputes the step and compares; false when it differed (and was rolled back).
+bool Trainer::verify(int64_t step, uint64_t position_before) {
+  if (opts_.verify_every > 0 && step % opts_.verify_every == 0) {
+    std::optional<std::string> diff = recompute_differs(position_before);
+    // Every rank decides alike: a mismatch on any rank rolls all of them back.
+    const double worst = comm_->all_reduce_max(diff ? comm_->rank() + 1.0 : 0.0);
+    if (worst > 0) {
+      if (!diff) diff = "on rank " + std::to_string(static_cast<int>(worst) - 1);
+      events_->event("verify_mismatch", step, "recomputing the step gave different results: " + *diff,
+                     {{"last_verified_step", last_verified_step_}});
+      rollback(step, last_verified_step_, "gradient verification failed", std::nullopt);
+      return false;
     }
-    // The mean over the step's P pieces x grad_accum micro-batches (train/data_parallel.h).
-    const double inv_count = 1.0 / static_cast<double>(dp_->pieces() * cfg_.grad_accum);
-    const double loss = dp_->mean_loss(local_losses_);
-    const double norm = dp_->reduce(grads_, inv_count);
-    if (!opts_.dump_first_step.empty() && !dumped_) dump_step(loss, norm, inv_count);
-    const double lr = learning_rate_at(cfg_, step - 1);
-    const auto verdict = guard_->check(step, position_before, loss, norm);
-    if (!verdict) {
-      double scale = inv_count;
-      if (cfg_.grad_clip > 0) scale *= std::min(1.0, cfg_.grad_clip / (norm + 1e-6));
-      dp_->step(params_, grads_, cfg_, lr, step, static_cast<float>(scale));
-    }
-    state_.step = step;
-    state_.data_position = loader_->position();
-    state_.guard = guard_->to_json();
-    last_loss = loss;
-    ++steps_run;
-
-    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    const double tok_s = static_cast<double>(B * T * cfg_.grad_accum) / dt;
-    nlohmann::json m = {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tok_s},
-                        {"step_ms", dt * 1e3}};
-    if (comm_->size() > 1) {
-      m["tokens_per_s_per_rank"] = tok_s / comm_->size();
-      m["comm_bytes"] = comm_->bytes_sent() - bytes_before;  // sent by rank 0 this step
-    }
-    if (verdict) m["skipped"] = true;
-    const bool eval_now = step % cfg_.eval_interval == 0 || step == total;
-    for (const auto& [name, value] : all_ranks_extra_losses()) m[name] = value;
-    // DeepSeekMoE: loads of this step's routing (every rank's pieces); the bias moves only when
-    // the update was applied, the same way on every rank.
-    if (!loads_.empty())
-      m["moe"] = balance_experts(all_ranks_loads(), params_, verdict ? 0.0 : cfg_.router_bias_update_rate, eval_now);
-    if (eval_now && eval_) m["val_loss"] = validation_loss(*eval_, val_shard_, cfg_);
-    if (lead_) metrics_ << m.dump() << "\n" << std::flush;
-    if (verdict)
-      events_->event("skip", step, verdict->kind + ": " + verdict->detail + "; update not applied",
-                     {{"reason", verdict->kind}, {"bad_streak", guard_->bad_streak()}});
-
-    const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
-    const double eta = elapsed / static_cast<double>(steps_run) * static_cast<double>(total - step);
-    if (lead_ && (tty_ || eval_now || steps_run == 1 || step % 50 == 0)) {
-      std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s", tty_ ? "\r\033[K" : "",
-                   static_cast<long long>(step), static_cast<long long>(total), loss, lr, tok_s,
-                   duration_str(eta).c_str());
-      if (eval_now) std::fprintf(stderr, " | val %.4f", m["val_loss"].get<double>());
-      std::fprintf(stderr, "%s", tty_ && !eval_now ? "" : "\n");
-    }
-
-    if (verdict && guard_->rollback_due()) {
-      rollback(step, guard_->streak_first_step() - 1,
-               std::to_string(guard_->bad_streak()) + " bad steps in a row (from step " +
-                   std::to_string(guard_->streak_first_step()) + ")",
-               std::pair{guard_->streak_first_position(), state_.data_position});
-      continue;
-    }
-    // A signal reaches the ranks at different moments: they stop together, after the same step.
-    const int stop_signal = comm_->size() > 1 ? static_cast<int>(comm_->all_reduce_max(g_stop_signal.load()))
-                                              : g_stop_signal.load();
-    const bool periodic = opts_.checkpoint_every > 0 && step % opts_.checkpoint_every == 0;
-    if (periodic && guard_->bad_streak() > 0 && step != total && !stop_signal) {
-      // Mid-streak the state is not known to be good; writing it could let retention delete the
-      // checkpoint a rollback needs.
-      events_->note("step " + std::to_string(step) + ": checkpoint deferred (bad-step streak)", false);
-    } else if (periodic || step == total || stop_signal) {
-      const bool saved = save_checkpoint(step == total || stop_signal);
-      if (saved && step == total && lead_)
-        std::fprintf(stderr, "checkpoint: %s\n", (opts_.out_dir / "checkpoints" / ("step_" + std::to_string(step))).c_str());
-    }
-    if (stop_signal) {
-      events_->event("stop", step,
-                     std::string(stop_signal == SIGINT ? "SIGINT" : "SIGTERM") +
-                         ": stopped after the current step with checkpoint step_" + std::to_string(step),
-                     {{"signal", stop_signal == SIGINT ? "SIGINT" : "SIGTERM"}});
-      return;
-    }
+    last_verified_step_ = step;
   }
+  return true;
+}
+
+// Reduce the ranks' gradients, ask the guard, apply AdamW (unless the guard says skip).
+Trainer::StepUpdate Trainer::update(int64_t step, uint64_t position_before) {
+  // The mean over the step's P pieces x grad_accum micro-batches (train/data_parallel.h).
+  StepUpdate u;
+  u.inv_count = 1.0 / static_cast<double>(dp_->pieces() * cfg_.grad_accum);
+  u.loss = dp_->mean_loss(local_losses_);
+  u.norm = dp_->reduce(grads_, u.inv_count);
+  if (!opts_.dump_first_step.empty() && !dumped_) dump_step(u.loss, u.norm, u.inv_count);
+  u.lr = learning_rate_at(cfg_, step - 1);
+  u.verdict = guard_->check(step, position_before, u.loss, u.norm);
+  if (!u.verdict) {
+    double scale = u.inv_count;
+    if (cfg_.grad_clip > 0) scale *= std::min(1.0, cfg_.grad_clip / (u.norm + 1e-6));
+    dp_->step(params_, grads_, cfg_, u.lr, step, static_cast<float>(scale));
+  }
+  state_.step = step;
+  state_.data_position = loader_->position();
+  state_.guard = guard_->to_json();
+  last_loss_ = u.loss;
+  ++steps_run_;
+  return u;
+}
+
+// The step's metrics.jsonl line (with the MoE balance update and validation), events, progress.
+void Trainer::record(int64_t step, const StepUpdate& u, Clock::time_point t0, uint64_t bytes_before) {
+  const int64_t B = cfg_.batch_size, T = cfg_.block_size;
+  const double loss = u.loss, lr = u.lr;
+  const std::optional<GuardVerdict>& verdict = u.verdict;
+  const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double tok_s = static_cast<double>(B * T * cfg_.grad_accum) / dt;
+  nlohmann::json m = {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", u.norm}, {"tokens_per_s", tok_s},
+                      {"step_ms", dt * 1e3}};
+  if (comm_->size() > 1) {
+    m["tokens_per_s_per_rank"] = tok_s / comm_->size();
+    m["comm_bytes"] = comm_->bytes_sent() - bytes_before;  // sent by rank 0 this step
+  }
+  if (verdict) m["skipped"] = true;
+  const bool eval_now = step % cfg_.eval_interval == 0 || step == total_;
+  for (const auto& [name, value] : all_ranks_extra_losses()) m[name] = value;
+  // DeepSeekMoE: loads of this step's routing (every rank's pieces); the bias moves only when
+  // the update was applied, the same way on every rank.
+  if (!loads_.empty())
+    m["moe"] = balance_experts(all_ranks_loads(), params_, verdict ? 0.0 : cfg_.router_bias_update_rate, eval_now);
+  if (eval_now && eval_) m["val_loss"] = validation_loss(*eval_, val_shard_, cfg_);
+  if (lead_) metrics_ << m.dump() << "\n" << std::flush;
+  if (verdict)
+    events_->event("skip", step, verdict->kind + ": " + verdict->detail + "; update not applied",
+                   {{"reason", verdict->kind}, {"bad_streak", guard_->bad_streak()}});
+
+  const double elapsed = std::chrono::duration<double>(Clock::now() - run_start_).count();
+  const double eta = elapsed / static_cast<double>(steps_run_) * static_cast<double>(total_ - step);
+  if (lead_ && (tty_ || eval_now || steps_run_ == 1 || step % 50 == 0)) {
+    std::fprintf(stderr, "%sstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s", tty_ ? "\r\033[K" : "",
+                 static_cast<long long>(step), static_cast<long long>(total_), loss, lr, tok_s,
+                 duration_str(eta).c_str());
+    if (eval_now) std::fprintf(stderr, " | val %.4f", m["val_loss"].get<double>());
+    std::fprintf(stderr, "%s", tty_ && !eval_now ? "" : "\n");
+  }
+}
+
+// A streak of skipped steps long enough: back to the last good checkpoint; true when rolled back.
+bool Trainer::rollback_if_due(int64_t step) {
+  if (guard_->rollback_due()) {
+    rollback(step, guard_->streak_first_step() - 1,
+             std::to_string(guard_->bad_streak()) + " bad steps in a row (from step " +
+                 std::to_string(guard_->streak_first_step()) + ")",
+             std::pair{guard_->streak_first_position(), state_.data_position});
+    return true;
+  }
+  return false;
+}
+
+// Periodic and final checkpoints, and the graceful stop on SIGTERM/SIGINT; true when the run stops.
+bool Trainer::checkpoint_or_stop(int64_t step) {
+  // A signal reaches the ranks at different moments: they stop together, after the same step.
+  const int stop_signal = comm_->size() > 1 ? static_cast<int>(comm_->all_reduce_max(g_stop_signal.load()))
+                                            : g_stop_signal.load();
+  const bool periodic = opts_.checkpoint_every > 0 && step % opts_.checkpoint_every == 0;
+  if (periodic && guard_->bad_streak() > 0 && step != total_ && !stop_signal) {
+    // Mid-streak the state is not known to be good; writing it could let retention delete the
+    // checkpoint a rollback needs.
+    events_->note("step " + std::to_string(step) + ": checkpoint deferred (bad-step streak)", false);
+  } else if (periodic || step == total_ || stop_signal) {
+    const bool saved = save_checkpoint(step == total_ || stop_signal);
+    if (saved && step == total_ && lead_)
+      std::fprintf(stderr, "checkpoint: %s\n", (opts_.out_dir / "checkpoints" / ("step_" + std::to_string(step))).c_str());
+  }
+  if (stop_signal) {
+    events_->event("stop", step,
+                   std::string(stop_signal == SIGINT ? "SIGINT" : "SIGTERM") +
+                       ": stopped after the current step with checkpoint step_" + std::to_string(step),
+                   {{"signal", stop_signal == SIGINT ? "SIGINT" : "SIGTERM"}});
+    return true;
+  }
+  return false;
+}
+
+void Trainer::report_done() {
   if (!lead_) return;
-  if (steps_run == 0)
+  if (steps_run_ == 0)
     std::fprintf(stderr, "tandem train: the run is already at step %lld (>= %lld); nothing to do\n",
-                 static_cast<long long>(state_.step), static_cast<long long>(total));
+                 static_cast<long long>(state_.step), static_cast<long long>(total_));
   else {
-    const double secs = std::chrono::duration<double>(Clock::now() - run_start).count();
-    std::fprintf(stderr, "done: %lld steps in %s, final loss %.4f\n", static_cast<long long>(steps_run),
-                 duration_str(secs).c_str(), last_loss);
+    const double secs = std::chrono::duration<double>(Clock::now() - run_start_).count();
+    std::fprintf(stderr, "done: %lld steps in %s, final loss %.4f\n", static_cast<long long>(steps_run_),
+                 duration_str(secs).c_str(), last_loss_);
     if (const Program& p = prog_->program(); p.nodes_on_fallback() > 0 && secs > 0)
       std::fprintf(stderr, "fallback copies: %zu per step, %.3f s in all (%.1f%% of the run)\n", p.copies_per_run(),
                    p.copy_seconds(), 100 * p.copy_seconds() / secs);
@@ -776,19 +850,7 @@ void Trainer::run() {
 }  // namespace
 
 void train(const TrainOptions& opts) {
-  const WorldInfo world = discover_world();
-  if (world.size == 1) return Trainer(opts).run();
-  // One rank's error must end the job: the others would otherwise wait in a collective.
-  try {
-    Trainer(opts).run();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: rank %d of %d: %s\n", world.rank, world.size, e.what());
-    std::fflush(stderr);
-#ifdef TANDEM_HAVE_MPI
-    mpi_abort_job(1);
-#endif
-    throw;
-  }
+  run_as_rank([&] { Trainer(opts).run(); });
 }
 
 }  // namespace tandem

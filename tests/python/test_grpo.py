@@ -1,12 +1,18 @@
 """`tandem task make` and `tandem grpo`: a one-token bandit learns its rewarded token, a resumed run
-equals an uninterrupted one, and a reward program that fails, hangs or prints garbage stops the run
+equals an uninterrupted one, resampling zero-spread groups fills the update batch, 2 ranks under
+mpirun equal one process, and a reward program that fails, hangs or prints garbage stops the run
 with one clear error line while the checkpoints already written stay intact. The loss itself is
 test_grpo_loss.py."""
 import json
 import random
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from safetensors.numpy import load_file
+
+from conftest import tandem_path
 
 ALPHABET = "abcdefgh"
 PROMPTS = ["abc", "hgf", "dd", "eab"]
@@ -84,6 +90,7 @@ def strip(m):
 
 @pytest.mark.parametrize("arch, extra", [
     ("gpt2", []),
+    ("gpt2", ["--resample-zero-spread", 2]),
     ("gpt2", ["--updates-per-batch", 2, "--kl-beta", "0.04", "--loss", "grpo"]),
     ("deepseek_v3", ["--updates-per-batch", 2, "--kl-beta", "0.04", "--loss", "dr_grpo"]),
 ])
@@ -100,6 +107,83 @@ def test_resume_equals_uninterrupted(tandem, request, prompts, tmp_path, arch, e
     assert wa == wb
     # `generate` reads a grpo checkpoint like a `train` one.
     tandem("generate", "--model", whole, "--prompt", "abc", "--max-tokens", 3, "--temperature", 0)
+
+
+def test_resample_zero_spread_fills_the_batch(tandem, fresh_model, prompts, tmp_path):
+    """Groups of 2 at chance (1/9 for 'e'): about 80% of the groups have no reward spread and add
+    nothing to the gradient. Up to 4 extra rounds replace them by fresh groups with spread, so the
+    fraction left in the update batch drops to about 0.8^5 = 0.33; the first round's samples are
+    the very ones of the run without resampling."""
+    def args(out, *extra):
+        # A learning rate so small that the policy stays at chance: the steps are comparable.
+        return ["grpo", "--model", fresh_model, "--prompts", prompts, "--out", out, "--steps", 3, "--group", 2,
+                "--prompts-per-step", 16, "--max-new-tokens", 1, "--lr", "1e-7", "--warmup", 1, "--reward", REWARD_E,
+                "--eval-every", 0, *extra]
+    tandem(*args(tmp_path / "plain"))
+    tandem(*args(tmp_path / "resampled", "--resample-zero-spread", 4))
+    plain, res = steps_of(tmp_path / "plain"), steps_of(tmp_path / "resampled")
+    assert [m["resampled_groups"] for m in plain] == [0, 0, 0]
+    assert [m["frac_reward_zero_std_sampled"] for m in plain] == [m["frac_reward_zero_std"] for m in plain]
+    # Step 1 (the same weights): the first round is the plain run's rollout.
+    assert res[0]["frac_reward_zero_std_sampled"] == plain[0]["frac_reward_zero_std"]
+    before = sum(m["frac_reward_zero_std"] for m in plain) / 3
+    after = sum(m["frac_reward_zero_std"] for m in res) / 3
+    assert before > 0.6 and after < before - 0.25, (before, after)
+    for m in res:
+        assert 1 <= m["resample_rounds"] <= 4 and m["resampled_groups"] >= round(16 * m["frac_reward_zero_std_sampled"])
+        assert m["frac_reward_zero_std"] < m["frac_reward_zero_std_sampled"]
+    # What trains differs: more groups with spread, a larger gradient.
+    assert sum(m["grad_norm"] for m in res) > sum(m["grad_norm"] for m in plain)
+
+
+MPIRUN = shutil.which("mpirun")
+
+
+def mpirun(np_: int, *args, timeout=300):
+    # One OpenMP thread per rank: 2 ranks on 2 cores (as tests/python/test_distributed.py).
+    argv = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(np_), "-x", "OMP_NUM_THREADS=1",
+            "--bind-to", "none", str(tandem_path()), *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(MPIRUN is None, reason="OpenMPI's mpirun is not installed (scripts/setup.sh installs it)")
+def test_mpirun_two_ranks_equal_one_process(tandem, fresh_model, prompts, tmp_path):
+    """`mpirun -np 2 tandem grpo`: each rank samples 2 of the step's 4 prompts (8 completions each)
+    and the gradient sums are all-reduced; one process with the same global batch samples the same
+    completions (seeds derive from the global row) and gets the same rewards at every step, with
+    the gradient norms and weights equal up to float rounding (the order in which the rows'
+    contributions are added), and the 2-rank run (stopped and resumed half-way) learns the bandit."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    tandem(*bandit_args(fresh_model, prompts, one, 20, "--resample-zero-spread", 1, "--checkpoint-every", 10))
+    # The 2-rank run stops at step 10 and resumes (every rank reads the checkpoint rank 0 wrote).
+    for steps, extra in ((10, []), (20, ["--resume"])):
+        r = mpirun(2, *bandit_args(fresh_model, prompts, two, steps, "--resample-zero-spread", 1, "--checkpoint-every",
+                                   10, *extra))
+        assert r.returncode == 0, r.stderr[-3000:]
+    a, b = steps_of(one), steps_of(two)
+    assert len(a) == len(b) == 20 and all(m["ranks"] == 2 for m in b)
+    exact = ("reward_mean", "reward_std", "accuracy", "frac_reward_zero_std", "frac_reward_zero_std_sampled",
+             "resampled_groups", "completion_len_mean", "clip_frac")
+    for x, y in zip(a, b):
+        assert {k: x[k] for k in exact} == {k: y[k] for k in exact}, (x["step"], x, y)
+        assert abs(x["grad_norm"] - y["grad_norm"]) <= 1e-5 * x["grad_norm"] + 1e-7, (x["step"], x["grad_norm"], y["grad_norm"])
+        assert abs(x["loss"] - y["loss"]) <= 1e-6, (x["step"], x["loss"], y["loss"])
+        assert abs(x["entropy"] - y["entropy"]) <= 1e-6 * x["entropy"], (x["step"], x["entropy"], y["entropy"])
+    assert max(m["reward_mean"] for m in b[-5:]) > 0.9, [round(m["reward_mean"], 3) for m in b]
+    wa = load_file(one / "checkpoints" / "step_20" / "model.safetensors")
+    wb = load_file(two / "checkpoints" / "step_20" / "model.safetensors")
+    # The attention's key bias is left out: softmax ignores it, so its gradient is rounding noise
+    # that AdamW scales up to steps of the learning rate (in either run, differently).
+    n_embd = wa["transformer.wte.weight"].shape[1]
+    for t in (wa, wb):
+        t["transformer.h.0.attn.c_attn.bias"] = t["transformer.h.0.attn.c_attn.bias"][[*range(n_embd), *range(2 * n_embd, 3 * n_embd)]]
+    worst = max(float(abs(wa[k].astype("float64") - wb[k]).max()) for k in wa)
+    print(f"grpo, 2 ranks vs 1 process after 20 steps: max |dweight| = {worst:.3g} (weights moved ~0.1)")
+    assert worst <= 1e-6
+    # A world size that does not divide the prompts is refused before anything runs.
+    r = mpirun(2, "grpo", "--model", fresh_model, "--prompts", prompts, "--out", tmp_path / "odd", "--steps", 1,
+               "--prompts-per-step", 3, "--max-new-tokens", 1, "--eval-every", 0)
+    assert r.returncode != 0 and "--prompts-per-step 3 is not a multiple of the 2 ranks" in r.stderr, r.stderr[-2000:]
 
 
 def one_error(r) -> str:
