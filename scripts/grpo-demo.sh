@@ -22,9 +22,14 @@ mkdir -p "$OUT"
 $T task make parity --bits "$BITS" --out "$OUT/task" --examples "$EXAMPLES" --scratchpad 0.22 --prompts 20000 --eval "$EVAL"
 $T prepare --input "$OUT/task/sft.txt" --tokenizer char --out "$OUT/data" --val-fraction 0.02
 SETS=(--set n_positions=64 --set block_size=64 --set batch_size=12 --set max_steps=100000 --set lr_decay_steps=100000
-      --set warmup_steps=100 --set learning_rate=1e-3 --set eval_interval=1000 --set eval_steps=5)
+      --set warmup_steps=100 --set learning_rate=1e-3 --set eval_interval=1000 --set eval_steps=5
+      --set guard_spike_k=0)
+# No loss-spike check in this recipe: on the synthetic parity corpus the loss leaves its plateau
+# (~0.675 with a robust deviation of 0.009) when the model starts learning the scratchpad, which the
+# default check (median + 8 deviations) took for a fault and rolled back three times (NaN/Inf
+# guards stay on). Checkpoints every 500 steps keep any rollback short.
 start=$(date +%s)
-$T train --config "$CONFIG" --data "$OUT/data" --out "$OUT/sft" --steps "$SFT_STEPS" --checkpoint-every "$SFT_STEPS" "${SETS[@]}"
+$T train --config "$CONFIG" --data "$OUT/data" --out "$OUT/sft" --steps "$SFT_STEPS" --checkpoint-every 500 "${SETS[@]}"
 sft_s=$(( $(date +%s) - start ))
 echo "SFT: $SFT_STEPS steps in ${sft_s}s"
 
