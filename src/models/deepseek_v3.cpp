@@ -216,6 +216,7 @@ void DeepseekV3::block_params(const std::string& p, int64_t layer, std::vector<P
   }
   const int64_t E = c_.n_routed_experts, Im = c_.moe_intermediate_size;
   linear("mlp.gate.weight", E, H);
+  out.back().keep_f32 = true;  // the router
   out.push_back({p + "mlp.gate.e_score_correction_bias", {E}, I::zeros, 0, false, false});
   const int64_t El = E / ep_ranks_;  // this rank's experts (all of them without expert parallelism)
   out.push_back({p + "mlp.experts.gate_up_proj", {El, 2 * Im, H}, I::normal, std});

@@ -29,6 +29,9 @@ struct ParamSpec {
   float std = 0.02f;  // for Init::normal
   bool decay = true;  // AdamW weight decay applies (matrices and embeddings, not norms or biases)
   bool trainable = true;  // false: a buffer updated outside the gradient (MoE routing bias)
+  // Stays f32 when serving converts weights (--weights bf16|q8_0): the MoE router, whose top-k
+  // choice flips on near-ties that rounding its weights would tip (llama.cpp keeps it f32 too).
+  bool keep_f32 = false;
 };
 
 enum class GraphMode {
@@ -84,11 +87,12 @@ class Model {
   void set_compute_dtype(DType dt) { compute_dtype_ = dt; }
   DType compute_dtype() const { return compute_dtype_; }
   // The dtype weights are bound in: f32 (the master) for training; serving may bind matrices
-  // (parameters of rank >= 2) converted at load: bf16, or q8_0 for 2-D matrices whose rows are
-  // whole blocks of 32 (3-D expert stacks and odd widths stay f32 under q8_0).
+  // (parameters of rank >= 2, except those marked keep_f32) converted at load: bf16, or q8_0 for
+  // 2-D matrices whose rows are whole blocks of 32 (3-D expert stacks and odd widths stay f32 under
+  // q8_0).
   void set_weight_dtype(DType dt) { weight_dtype_ = dt; }
   DType param_dtype(const ParamSpec& s) const {
-    if (s.shape.size() < 2) return DType::f32;
+    if (s.shape.size() < 2 || s.keep_f32) return DType::f32;
     if (weight_dtype_ == DType::q8_0) return s.shape.size() == 2 && s.shape.back() % kQ8Block == 0 ? DType::q8_0 : DType::f32;
     return weight_dtype_;
   }

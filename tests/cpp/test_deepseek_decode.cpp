@@ -92,3 +92,36 @@ TEST(DeepseekDecode, LatentCacheMatchesFullRecomputation) {
   EXPECT_EQ(model.kv_cache_bytes_per_token(), 3 * (8 + 4) * 4);
   EXPECT_EQ(model.full_kv_bytes_per_token(), 3 * 2 * (10 + 5) * 4);
 }
+
+// Serving with --weights bf16 | q8_0 converts the weight matrices at load, except the MoE router
+// (kept f32, as llama.cpp keeps ffn_gate_inp): rounding it tips near-tied expert choices.
+TEST(DeepseekWeights, RouterStaysF32UnderConvertedWeights) {
+  tandem::DeepseekV3Config c;
+  c.hidden_size = 64;
+  c.intermediate_size = 64;
+  c.moe_intermediate_size = 32;
+  c.num_hidden_layers = 2;
+  c.first_k_dense_replace = 1;
+  c.n_routed_experts = 4;
+  c.num_experts_per_tok = 2;
+  c.n_group = 1;
+  c.topk_group = 1;
+  c.num_nextn_predict_layers = 0;  // (an MTP module would add a second router)
+  tandem::DeepseekV3 model(c);
+  for (tandem::DType dt : {tandem::DType::bf16, tandem::DType::q8_0}) {
+    model.set_weight_dtype(dt);
+    int routers = 0, converted = 0;
+    for (const auto& s : model.param_specs()) {
+      const tandem::DType got = model.param_dtype(s);
+      if (s.name.ends_with("mlp.gate.weight")) {
+        ++routers;
+        EXPECT_EQ(got, tandem::DType::f32) << s.name;
+      } else if (s.name.ends_with("mlp.gate_proj.weight")) {  // the dense layer's [64, 64]
+        ++converted;
+        EXPECT_EQ(got, dt) << s.name;
+      }
+    }
+    EXPECT_EQ(routers, 1);
+    EXPECT_EQ(converted, 1);
+  }
+}
