@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_value.h"
 
 namespace fs = std::filesystem;
 
@@ -195,7 +196,8 @@ std::optional<std::string> checkpoint_problem(const fs::path& dir) {
         return mpath.string() + ": malformed manifest: " + nlohmann::json(name).dump() + " is not a file name of the checkpoint";
       const fs::path p = dir / name;
       if (!fs::exists(p)) return p.string() + ": missing (listed in the manifest)";
-      const auto want_bytes = info.at("bytes").get<uint64_t>();
+      // A JSON integer only: nlohmann casts 4.5e23 to uint64 (undefined behaviour; found by fuzzing).
+      const auto want_bytes = json_value<uint64_t>(info.at("bytes"), mpath.string(), "file", (name + " bytes").c_str());
       const auto want = info.at("xxh64").get<std::string>();
       const auto [bytes, got] = file_digest(p);
       if (bytes != want_bytes)

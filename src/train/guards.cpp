@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/json_value.h"
 
 namespace tandem {
 
@@ -79,9 +80,10 @@ void TrainingGuard::load(const nlohmann::json& j, const std::string& where) {
   if (j.is_null()) return;
   try {
     for (double l : j.at("losses").get<std::vector<double>>()) losses_.push_back(l);
-    bad_streak_ = j.at("bad_streak").get<int64_t>();
-    streak_step_ = j.at("streak_step").get<int64_t>();
-    streak_position_ = j.at("streak_position").get<uint64_t>();
+    // JSON integers only (a float like 1e300 cast to an integer is undefined behaviour).
+    bad_streak_ = json_value<int64_t>(j.at("bad_streak"), where, "guard state field", "bad_streak");
+    streak_step_ = json_value<int64_t>(j.at("streak_step"), where, "guard state field", "streak_step");
+    streak_position_ = json_value<uint64_t>(j.at("streak_position"), where, "guard state field", "streak_position");
   } catch (const nlohmann::json::exception& e) {
     throw Error(where + ": malformed guard state: " + e.what());
   }
