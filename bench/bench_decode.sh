@@ -42,20 +42,9 @@ mkdir -p "$OUT"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 echo "[bench] CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); load average $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores; $OMP_NUM_THREADS threads per side"
 
-# The model: GPT-2 124M's shape with transformers' random init and the Shakespeare character
-# tokenizer (as bench_serve.sh); every format is made from this one f32 checkpoint.
-if [[ ! -f "$OUT/export/model.safetensors" ]]; then
-  "$TANDEM" prepare --input data/tinyshakespeare.txt --tokenizer char --out "$OUT/data" >/dev/null
-  "$PY" - "$OUT/model" <<'PYEOF'
-import sys
-import torch
-from transformers import GPT2Config, GPT2LMHeadModel
-torch.manual_seed(0)
-GPT2LMHeadModel(GPT2Config()).save_pretrained(sys.argv[1], safe_serialization=True)
-PYEOF
-  cp "$OUT/data/tokenizer.json" "$OUT/model/tokenizer.json"
-  "$TANDEM" export --model "$OUT/model" --format hf --out "$OUT/export" >/dev/null
-fi
+# The model (bench/common.sh, as bench_serve.sh's); every format is made from this one f32 checkpoint.
+source bench/common.sh
+make_gpt2_124m "$OUT"
 for w in ${WEIGHTS//,/ }; do
   [[ -f "$OUT/gpt2-$w.gguf" ]] || "$TANDEM" export --model "$OUT/export" --format gguf --dtype "$w" --out "$OUT/gpt2-$w.gguf" >/dev/null
 done

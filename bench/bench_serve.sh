@@ -47,22 +47,9 @@ mkdir -p "$OUT"
 [[ -x "$TANDEM" ]] || { echo "bench_serve.sh: $TANDEM not found: build it first" >&2; exit 1; }
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 
-# 1. The model: GPT-2 124M's shape (vocab 50257, context 1024) with transformers' random init, and
-#    the Shakespeare character tokenizer (its ids are all < 50257; the lm_head still computes all
-#    50257 logits, so the work per token is GPT-2 124M's). `tandem export` writes it in tandem's
-#    checkpoint layout: both sides load that directory (llama.cpp through the GGUF made from it).
-if [[ ! -f "$OUT/export/model.safetensors" ]]; then
-  "$TANDEM" prepare --input data/tinyshakespeare.txt --tokenizer char --out "$OUT/data" >/dev/null
-  "$PY" - "$OUT/model" <<'PYEOF'
-import sys
-import torch
-from transformers import GPT2Config, GPT2LMHeadModel
-torch.manual_seed(0)
-GPT2LMHeadModel(GPT2Config()).save_pretrained(sys.argv[1], safe_serialization=True)
-PYEOF
-  cp "$OUT/data/tokenizer.json" "$OUT/model/tokenizer.json"
-  "$TANDEM" export --model "$OUT/model" --format hf --out "$OUT/export" >/dev/null
-fi
+# 1. The model (bench/common.sh): both sides load OUT/export (llama.cpp through the GGUF made from it).
+source bench/common.sh
+make_gpt2_124m "$OUT"
 
 # 2. llama.cpp: llama-cpp-python in the venv (built once for this CPU by scripts/llama-wheel.sh,
 #    then installed from its cached wheel), and the same weights as an f32 GGUF.

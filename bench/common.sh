@@ -37,3 +37,24 @@ measure_sgemm_ceiling() {
   fi
   export SGEMM_PEAK_GFLOPS BF16_PEAK_GFLOPS
 }
+
+# make_gpt2_124m OUT : unless OUT/export holds it already, GPT-2 124M's shape (vocab 50257, context
+# 1024) with transformers' random init and the Shakespeare character tokenizer (its ids are all <
+# 50257; the lm_head still computes all 50257 logits, so the work per token is GPT-2 124M's),
+# written by `tandem export` in tandem's checkpoint layout to OUT/export (speed does not depend on
+# the weights). The decode benchmarks' model; expects TANDEM and PY, run from the repo root.
+make_gpt2_124m() {
+  local OUT="$1"
+  if [[ ! -f "$OUT/export/model.safetensors" ]]; then
+    "$TANDEM" prepare --input data/tinyshakespeare.txt --tokenizer char --out "$OUT/data" >/dev/null
+    "$PY" - "$OUT/model" <<'PYEOF'
+import sys
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+torch.manual_seed(0)
+GPT2LMHeadModel(GPT2Config()).save_pretrained(sys.argv[1], safe_serialization=True)
+PYEOF
+    cp "$OUT/data/tokenizer.json" "$OUT/model/tokenizer.json"
+    "$TANDEM" export --model "$OUT/model" --format hf --out "$OUT/export" >/dev/null
+  fi
+}
